@@ -1,0 +1,306 @@
+"""
+Train the character-level GPT, on a laptop CPU first.
+
+    python train.py config/train_quick.py                    # a small model in about a minute
+    python train.py config/train_shakespeare_char.py         # the shipped checkpoint
+    python train.py config/train_quick.py --max_iters=100    # any key can be overridden
+    python train.py config/train_quick.py --init_from=resume # continue from the checkpoint
+    python train.py --help                                   # every key, its type and default
+
+A config file is plain Python that assigns some of the keys below; --key=value follows it.
+"""
+import dataclasses
+import difflib
+import math
+import os
+import runpy
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import checkpoint
+from model import GPT, GPTConfig
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def key(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    # where things go
+    dataset: str = key("shakespeare_char", "folder under data/ holding train.bin, val.bin, meta.pkl")
+    ckpt_path: str = key("out/ckpt.pt", "checkpoint file written during training and read by resume")
+    init_from: str = key("scratch", "'scratch' for a new model, 'resume' to continue from ckpt_path")
+    save_optimizer: bool = key(True, "store the optimizer state too (exact resume; the file is 3x larger)")
+    always_save_checkpoint: bool = key(False, "save at every evaluation, not only when val loss improves")
+    # logging and evaluation
+    eval_interval: int = key(250, "evaluate train/val loss every this many iterations")
+    eval_iters: int = key(50, "batches averaged for each loss estimate")
+    log_interval: int = key(50, "print the training loss every this many iterations")
+    eval_only: bool = key(False, "evaluate the model once and exit (with init_from=resume)")
+    # model
+    n_layer: int = key(4, "transformer blocks")
+    n_head: int = key(4, "attention heads per block")
+    n_embd: int = key(128, "embedding width C")
+    block_size: int = key(64, "context length in characters")
+    dropout: float = key(0.0, "dropout probability while training")
+    bias: bool = key(True, "biases in Linear and LayerNorm layers")
+    # optimisation: AdamW, linear warm-up then cosine decay to min_lr
+    batch_size: int = key(32, "sequences per iteration")
+    max_iters: int = key(2000, "iterations to train for")
+    learning_rate: float = key(1e-3, "peak learning rate")
+    min_lr: float = key(1e-4, "learning rate at the end of the cosine decay")
+    warmup_iters: int = key(100, "iterations of linear warm-up")
+    lr_decay_iters: int = key(0, "iterations of cosine decay (0: max_iters)")
+    weight_decay: float = key(0.1, "AdamW weight decay on matrices (not on biases, LayerNorms)")
+    beta1: float = key(0.9, "AdamW beta1")
+    beta2: float = key(0.99, "AdamW beta2")
+    grad_clip: float = key(1.0, "clip the gradient norm to this (0: no clipping)")
+    # system
+    device: str = key("auto", "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'")
+    dtype: str = key("float32", "'float32' or 'bfloat16' (autocast, for GPUs that support it)")
+    seed: int = key(1337, "seed for initialisation and batches")
+
+
+class ConfigError(Exception):
+    """A config file or --key=value the trainer cannot use; the message is one line for the user."""
+
+
+def parse_value(name, value, kind):
+    """'3e-4' -> 3e-4 for a float key, 'false' -> False for a bool key, ... or ConfigError."""
+    if kind is bool:
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"--{name} takes true or false, not {value!r}")
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"--{name} takes {kind.__name__}, not {value!r}")
+
+
+def check_type(name, value, kind):
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{name} must be {kind.__name__}, not {type(value).__name__} ({value!r})")
+    return value
+
+
+def unknown_key(name, fields):
+    close = difflib.get_close_matches(name, fields, n=1)
+    return ConfigError(f"unknown config key {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                       + "; see python train.py --help")
+
+
+def get_config(argv):
+    """Defaults <- config files (in order) <- --key=value overrides, each checked against TrainConfig."""
+    kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    for arg in argv:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if name not in kinds:
+                raise unknown_key(name, kinds)
+            if not eq:
+                raise ConfigError(f"write --{name}=VALUE")
+            values[name] = parse_value(name, value, kinds[name])
+        else:
+            if not os.path.isfile(arg):
+                raise ConfigError(f"no config file {arg}")
+            for name, value in runpy.run_path(arg).items():
+                if name.startswith("_") or type(value).__name__ == "module":
+                    continue
+                if name not in kinds:
+                    raise unknown_key(name, kinds)
+                values[name] = check_type(f"{arg}: {name}", value, kinds[name])
+    config = TrainConfig(**values)
+    if config.init_from not in ("scratch", "resume"):
+        raise ConfigError(f"init_from must be 'scratch' or 'resume', not {config.init_from!r}")
+    if config.dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"dtype must be 'float32' or 'bfloat16', not {config.dtype!r}")
+    return config
+
+
+def usage():
+    lines = [__doc__.strip(), "", "keys (default):"]
+    for f in dataclasses.fields(TrainConfig):
+        lines.append(f"  --{f.name}={f.default!r:<22} {f.type.__name__:<5} {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def pick_device(name):
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def learning_rate(it, config):
+    """Linear warm-up to learning_rate, then cosine decay to min_lr over lr_decay_iters:
+    lr(it) = min_lr + (lr - min_lr) * (1 + cos(pi * progress)) / 2."""
+    decay_iters = config.lr_decay_iters or config.max_iters
+    if it < config.warmup_iters:
+        return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
+    if it >= decay_iters:
+        return config.min_lr
+    progress = (it - config.warmup_iters) / max(1, decay_iters - config.warmup_iters)
+    return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_lr)
+
+
+def get_batch(data, batch_size, block_size, generator, device):
+    """Random windows of the token stream: x (B, T) and the next characters y (B, T)."""
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in starts])  # (B, T)
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in starts])  # (B, T)
+    return x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def estimate_loss(model, splits, config, device, autocast):
+    """Mean loss over eval_iters batches per split, always the same batches (a fixed seed),
+    so that successive evaluations are compared on equal terms."""
+    model.eval()
+    losses = {}
+    for name, data in splits.items():
+        generator = torch.Generator().manual_seed(config.seed)
+        total = 0.0
+        for _ in range(config.eval_iters):
+            x, y = get_batch(data, config.batch_size, config.block_size, generator, device)
+            with autocast:
+                total += model(x, y)[1].item()
+        losses[name] = total / config.eval_iters
+    model.train()
+    return losses
+
+
+def configure_optimizer(model, config, device):
+    """AdamW; weight decay on matrices (embeddings, Linear weights) only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = device.startswith("cuda")
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), fused=fused)
+
+
+def format_duration(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def train(config):
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    data_dir = os.path.join(HERE, "data", config.dataset)
+    try:
+        splits = {s: np.memmap(os.path.join(data_dir, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")}
+        meta = checkpoint.read_meta(os.path.join(data_dir, "meta.pkl"))
+    except (FileNotFoundError, checkpoint.CheckpointError) as e:
+        raise ConfigError(f"dataset {config.dataset!r} is not prepared ({e}); "
+                          f"run python data/{config.dataset}/prepare.py")
+
+    iter_num, best_val_loss, optimizer_state = 0, float("inf"), None
+    if config.init_from == "resume":
+        model, ckpt_meta, ckpt = checkpoint.load(config.ckpt_path, device)
+        if ckpt_meta["itos"] != meta["itos"]:
+            raise ConfigError(f"{config.ckpt_path} was trained on another vocabulary than {config.dataset}")
+        for k in checkpoint.MODEL_ARGS:  # the checkpoint decides the architecture
+            setattr(config, k, ckpt["model_args"][k])
+        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+        optimizer_state = ckpt.get("optimizer")
+        print(f"resuming from {config.ckpt_path} at iter {iter_num} (best val loss {best_val_loss:.4f})"
+              + ("" if optimizer_state else ", with a fresh optimizer state"))
+        model.train()
+    else:
+        model = GPT(GPTConfig(block_size=config.block_size, vocab_size=meta["vocab_size"], n_layer=config.n_layer,
+                              n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias))
+        model.to(device)
+    print(f"{model.num_params() / 1e6:.2f}M parameters on {device}")
+    optimizer = configure_optimizer(model, config, device)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if config.dtype == "bfloat16"
+                else nullcontext())
+    generator = torch.Generator().manual_seed(config.seed + iter_num)
+
+    def save():
+        checkpoint.save(config.ckpt_path, model, meta, iter_num, best_val_loss, dataclasses.asdict(config),
+                        optimizer if config.save_optimizer else None)
+
+    if config.eval_only:
+        losses = estimate_loss(model, splits, config, device, autocast)
+        print(f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        return losses
+
+    start = time.time()
+    first_iter = iter_num
+    t0 = time.time()
+    try:
+        while True:
+            if iter_num % config.eval_interval == 0 or iter_num == config.max_iters:
+                losses = estimate_loss(model, splits, config, device, autocast)
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
+                      f"{time.time() - start:.1f}s", flush=True)
+                if losses["val"] < best_val_loss or config.always_save_checkpoint:
+                    best_val_loss = min(best_val_loss, losses["val"])
+                    if iter_num > first_iter:
+                        save()
+                        print(f"saved {config.ckpt_path}", flush=True)
+            if iter_num >= config.max_iters:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(iter_num, config)
+            x, y = get_batch(splits["train"], config.batch_size, config.block_size, generator, device)
+            with autocast:
+                _, loss = model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            iter_num += 1
+            if iter_num % config.log_interval == 0:
+                dt = (time.time() - t0) / config.log_interval
+                eta = dt * (config.max_iters - iter_num)
+                print(f"iter {iter_num}: loss {loss.item():.4f}, {dt * 1000:.0f} ms/iter, eta {format_duration(eta)}",
+                      flush=True)
+                t0 = time.time()
+    except KeyboardInterrupt:
+        save()
+        print(f"\ninterrupted at iter {iter_num}: saved {config.ckpt_path}; "
+              f"continue with --init_from=resume", file=sys.stderr)
+        raise SystemExit(130)
+    print(f"done: {iter_num} iterations in {format_duration(time.time() - start)}, best val loss {best_val_loss:.4f}")
+    return best_val_loss
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(usage())
+        return 0
+    try:
+        config = get_config(argv)
+        train(config)
+    except (ConfigError, checkpoint.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
