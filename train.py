@@ -8,6 +8,7 @@ Train the character-level GPT, on a laptop CPU first.
     python train.py --help                                   # every key, its type and default
 
 A config file is plain Python that assigns some of the keys below; --key=value follows it.
+Paths are relative to the current directory.
 """
 import dataclasses
 import difflib
@@ -25,8 +26,6 @@ import torch
 import checkpoint
 from model import GPT, GPTConfig
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def key(default, help):
     return field(default=default, metadata={"help": help})
@@ -35,7 +34,7 @@ def key(default, help):
 @dataclass
 class TrainConfig:
     # where things go
-    dataset: str = key("shakespeare_char", "folder under data/ holding train.bin, val.bin, meta.pkl")
+    data_dir: str = key("data/shakespeare_char", "folder holding train.bin, val.bin and meta.pkl (from prepare.py)")
     ckpt_path: str = key("out/ckpt.pt", "checkpoint file written during training and read by resume")
     init_from: str = key("scratch", "'scratch' for a new model, 'resume' to continue from ckpt_path")
     save_optimizer: bool = key(True, "store the optimizer state too (exact resume; the file is 3x larger)")
@@ -205,19 +204,18 @@ def format_duration(seconds):
 def train(config):
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    data_dir = os.path.join(HERE, "data", config.dataset)
     try:
-        splits = {s: np.memmap(os.path.join(data_dir, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")}
-        meta = checkpoint.read_meta(os.path.join(data_dir, "meta.pkl"))
+        splits = {s: np.memmap(os.path.join(config.data_dir, f"{s}.bin"), dtype=np.uint16, mode="r")
+                  for s in ("train", "val")}
+        meta = checkpoint.read_meta(os.path.join(config.data_dir, "meta.pkl"))
     except (FileNotFoundError, checkpoint.CheckpointError) as e:
-        raise ConfigError(f"dataset {config.dataset!r} is not prepared ({e}); "
-                          f"run python data/{config.dataset}/prepare.py")
+        raise ConfigError(f"{config.data_dir} is not prepared ({e}); run python data/shakespeare_char/prepare.py")
 
     iter_num, best_val_loss, optimizer_state = 0, float("inf"), None
     if config.init_from == "resume":
         model, ckpt_meta, ckpt = checkpoint.load(config.ckpt_path, device)
         if ckpt_meta["itos"] != meta["itos"]:
-            raise ConfigError(f"{config.ckpt_path} was trained on another vocabulary than {config.dataset}")
+            raise ConfigError(f"{config.ckpt_path} was trained on another vocabulary than {config.data_dir}")
         for k in checkpoint.MODEL_ARGS:  # the checkpoint decides the architecture
             setattr(config, k, ckpt["model_args"][k])
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]

@@ -1,0 +1,17 @@
+# The shipped model: 2.7M parameters, trained on a 2-core laptop CPU in about 35 minutes.
+# python train.py config/train_shakespeare_char.py
+ckpt_path = "checkpoints/shakespeare_char.pt"
+save_optimizer = False  # ships the weights only (11 MB instead of 32 MB)
+n_layer = 6
+n_head = 6
+n_embd = 192
+block_size = 128
+dropout = 0.0
+batch_size = 32
+max_iters = 2600
+learning_rate = 2.5e-3
+min_lr = 2.5e-4
+warmup_iters = 200
+eval_interval = 500
+eval_iters = 20
+log_interval = 100

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny random model (fast, offline) and the local copy of Tiny Shakespeare."""
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from model import GPT, GPTConfig  # noqa: E402
+
+# The 65 symbols of Tiny Shakespeare, sorted (written out here; the text itself is never committed).
+CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+META = {"vocab_size": 65, "stoi": {c: i for i, c in enumerate(CHARS)}, "itos": dict(enumerate(CHARS))}
+SHAKESPEARE = os.environ.get("NANODECODE_INPUT",
+                             os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare", "input.txt"))
+
+
+@pytest.fixture
+def meta():
+    return {"vocab_size": META["vocab_size"], "stoi": dict(META["stoi"]), "itos": dict(META["itos"])}
+
+
+def make_tiny_model(seed=0, block_size=16, n_layer=2, n_head=2, n_embd=32):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=block_size, vocab_size=65, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).eval()
+
+
+@pytest.fixture
+def tiny_model():
+    """A randomly initialised 2-layer GPT over the 65 symbols, block_size 16."""
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path():
+    """The local copy of input.txt (set NANODECODE_INPUT to use another path)."""
+    if not os.path.isfile(SHAKESPEARE):
+        pytest.fail(f"Tiny Shakespeare not found at {SHAKESPEARE}; set NANODECODE_INPUT")
+    return SHAKESPEARE
