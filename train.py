@@ -242,7 +242,7 @@ def train(config):
     if config.eval_only:
         losses = estimate_loss(model, splits, config, device, autocast)
         print(f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        return losses
+        return losses["val"]
 
     start = time.time()
     first_iter = iter_num

@@ -39,3 +39,13 @@ def shakespeare_path():
     if not os.path.isfile(SHAKESPEARE):
         pytest.fail(f"Tiny Shakespeare not found at {SHAKESPEARE}; set NANODECODE_INPUT")
     return SHAKESPEARE
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, shakespeare_path):
+    """A data folder made by prepare.py from the local copy: (folder, meta)."""
+    sys.path.insert(0, os.path.join(ROOT, "data", "shakespeare_char"))
+    import prepare
+
+    out = tmp_path_factory.mktemp("shakespeare_char")
+    return out, prepare.prepare(str(out), input_path=shakespeare_path)

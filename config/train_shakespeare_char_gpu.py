@@ -1,0 +1,18 @@
+# nanoGPT's "baby GPT" on a GPU: 10.7M parameters, val loss about 1.47 after 5000 iterations.
+# python train.py config/train_shakespeare_char_gpu.py
+ckpt_path = "out/shakespeare_char_gpu.pt"
+device = "cuda"
+dtype = "bfloat16"
+n_layer = 6
+n_head = 6
+n_embd = 384
+block_size = 256
+dropout = 0.2
+batch_size = 64
+max_iters = 5000
+learning_rate = 1e-3
+min_lr = 1e-4
+warmup_iters = 100
+eval_interval = 250
+eval_iters = 200
+log_interval = 10

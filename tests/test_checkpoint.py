@@ -1,0 +1,108 @@
+"""checkpoint.py: one loader for our checkpoints and nanoGPT's, and a clear error for anything else."""
+import os
+import pickle
+
+import pytest
+import torch
+
+import checkpoint
+
+
+def nanogpt_checkpoint(model):
+    """What karpathy/nanoGPT's train.py writes: its keys, a compiled model's '_orig_mod.' prefix, no vocabulary."""
+    c = model.config
+    return {
+        "model": {"_orig_mod." + k: v for k, v in model.state_dict().items()},
+        "optimizer": {},
+        "model_args": dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
+                           bias=c.bias, vocab_size=c.vocab_size, dropout=c.dropout),
+        "iter_num": 5000,
+        "best_val_loss": torch.tensor(1.4697),
+        "config": {"dataset": "shakespeare_char", "compile": True},
+    }
+
+
+def write_meta(path, meta):
+    with open(path, "wb") as f:
+        pickle.dump(meta, f)
+
+
+def test_round_trip_gives_identical_logits(tiny_model, meta, tmp_path):
+    path = str(tmp_path / "ckpt.pt")
+    checkpoint.save(path, tiny_model, meta, iter_num=7, best_val_loss=2.5)
+    model, loaded_meta, ckpt = checkpoint.load(path)
+    idx = torch.randint(65, (2, 16))
+    assert torch.equal(model(idx)[0], tiny_model(idx)[0])
+    assert loaded_meta == meta and ckpt["iter_num"] == 7 and not model.training
+    assert not os.path.exists(path + ".tmp")
+
+
+def test_nanogpt_checkpoint_loads_with_its_meta(tiny_model, meta, tmp_path):
+    torch.save(nanogpt_checkpoint(tiny_model), tmp_path / "ckpt.pt")
+    write_meta(tmp_path / "meta.pkl", meta)
+    model, loaded_meta, _ = checkpoint.load(str(tmp_path / "ckpt.pt"), meta_path=str(tmp_path / "meta.pkl"))
+    idx = torch.randint(65, (1, 16))
+    assert torch.equal(model(idx)[0], tiny_model(idx)[0])
+    assert loaded_meta["itos"] == meta["itos"]
+
+
+def test_nanogpt_checkpoint_without_meta_says_what_to_pass(tiny_model, tmp_path):
+    torch.save(nanogpt_checkpoint(tiny_model), tmp_path / "ckpt.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="pass the dataset's meta.pkl with --meta"):
+        checkpoint.load(str(tmp_path / "ckpt.pt"))
+
+
+def test_vocabulary_mismatch(tiny_model, meta, tmp_path):
+    checkpoint.save(str(tmp_path / "ckpt.pt"), tiny_model, meta)
+    other = dict(meta, itos={i: c for i, c in enumerate(reversed(list(meta["itos"].values())))})
+    write_meta(tmp_path / "meta.pkl", other)
+    with pytest.raises(checkpoint.CheckpointError, match="does not match"):
+        checkpoint.load(str(tmp_path / "ckpt.pt"), meta_path=str(tmp_path / "meta.pkl"))
+    write_meta(tmp_path / "small.pkl", {"vocab_size": 3, "stoi": {"a": 0, "b": 1, "c": 2},
+                                        "itos": {0: "a", 1: "b", 2: "c"}})
+    torch.save(nanogpt_checkpoint(tiny_model), tmp_path / "nano.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="trained on 65 symbols, the vocabulary has 3"):
+        checkpoint.load(str(tmp_path / "nano.pt"), meta_path=str(tmp_path / "small.pkl"))
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "not_a_dict", "no_model", "code"])
+def test_unusable_files_are_one_clear_error(kind, tiny_model, meta, tmp_path, capsys):
+    path = tmp_path / "ckpt.pt"
+    if kind == "truncated":
+        checkpoint.save(str(path), tiny_model, meta)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "text":
+        path.write_text("ROMEO: not a checkpoint")
+    elif kind == "not_a_dict":
+        torch.save([1, 2, 3], path)
+    elif kind == "no_model":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif kind == "code":  # a pickle that would run code: weights_only=True refuses it
+        torch.save({"model": Payload(), "model_args": {}}, path)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load(str(path))
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_weights_that_do_not_fit(tiny_model, meta, tmp_path):
+    ckpt = nanogpt_checkpoint(tiny_model)
+    ckpt["model_args"]["n_embd"] = 64
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    write_meta(tmp_path / "meta.pkl", meta)
+    with pytest.raises(checkpoint.CheckpointError, match="weights do not fit"):
+        checkpoint.load(str(tmp_path / "ckpt.pt"), meta_path=str(tmp_path / "meta.pkl"))
+
+
+def test_encode_decode(meta):
+    ids = checkpoint.encode("\nAnd Nero ", meta["stoi"])
+    assert ids == [0, 13, 52, 42, 1, 26, 43, 56, 53, 1]
+    assert checkpoint.decode(torch.tensor(ids), meta["itos"]) == "\nAnd Nero "
+    with pytest.raises(ValueError, match="'é' '€'"):
+        checkpoint.encode("Café €", meta["stoi"])
