@@ -1,4 +1,4 @@
-# nanoGPT's "baby GPT" on a GPU: 10.7M parameters, val loss about 1.47 after 5000 iterations.
+# nanoGPT's "baby GPT" recipe for a GPU: 10.7M parameters (nanoGPT reports val loss 1.4697 on an A100).
 # python train.py config/train_shakespeare_char_gpu.py
 ckpt_path = "out/shakespeare_char_gpu.pt"
 device = "cuda"

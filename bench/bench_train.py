@@ -1,7 +1,7 @@
 """
 How fast does the quick recipe learn, next to nanoGPT's documented CPU recipe? One run, side by side.
 
-    python bench/train_speed.py
+    python bench/bench_train.py
 
 Trains both with this repository's train.py (same code, different settings), times each from the
 moment its process starts, and prints the wall time at which each first reached a val loss threshold.
