@@ -46,7 +46,8 @@ def read(path, device="cpu"):
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, pickle of arbitrary objects, not a torch file at all
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})")
+        reason = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__} {reason})".replace(" )", ")"))
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"{path} is not a GPT checkpoint: it has no 'model' and 'model_args'")
     return ckpt

@@ -12,6 +12,7 @@ Sample from a trained model, and watch how the next character is chosen.
 In --start, \\n stands for a newline.
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -21,6 +22,8 @@ import checkpoint
 import metrics
 import sampling
 from sampling import Decoding
+
+ARTICLE_PROMPT = "\nAnd Nero "  # the prompt of the article the lesson follows: ids [0, 13, 52, 42, 1, 26, 43, 56, 53, 1]
 
 # The lesson of --walkthrough: the five methods in the order the article teaches them.
 LESSON = [
@@ -57,17 +60,17 @@ def build_parser():
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=checkpoint.DEFAULT_CKPT, help="checkpoint file (ours or nanoGPT's)")
     p.add_argument("--meta", help="meta.pkl with the vocabulary, for checkpoints that do not carry one")
-    p.add_argument("--start", default="\n", help="the prompt (default: a newline)")
+    p.add_argument("--start", help="the prompt (default: a newline; the article's '\\nAnd Nero ' for the lessons)")
     p.add_argument("--num_samples", type=int, default=1, help="samples to draw, decoded together in one batch")
     p.add_argument("--max_new_tokens", type=int, help="characters to generate (default 500; 100 with --walkthrough)")
     p.add_argument("--seed", type=int, default=1337, help="seed of the draws: the same seed gives the same text")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps")
     g = p.add_argument_group("decoding (applied in this order)")
-    g.add_argument("--repetition_penalty", type=float, default=1.0, help="CTRL: divide seen characters' positive logits by this, multiply negative ones (1: off)")
-    g.add_argument("--frequency_penalty", type=float, default=0.0, help="subtract this times how often a character was generated (-2..2)")
-    g.add_argument("--presence_penalty", type=float, default=0.0, help="subtract this once from every character generated so far (-2..2)")
-    g.add_argument("--no_repeat_ngram_size", type=int, default=0, help="never repeat a run of this many characters (0: off)")
-    g.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this; 0 is greedy")
+    g.add_argument("--repetition_penalty", type=float, help="CTRL: divide seen characters' positive logits by this, multiply negative ones (default 1: off)")
+    g.add_argument("--frequency_penalty", type=float, help="subtract this times how often a character was generated (-2..2, default 0)")
+    g.add_argument("--presence_penalty", type=float, help="subtract this once from every character generated so far (-2..2, default 0)")
+    g.add_argument("--no_repeat_ngram_size", type=int, help="never repeat a run of this many characters (default 0: off)")
+    g.add_argument("--temperature", type=float, help="divide the logits by this; 0 is greedy (default 1)")
     g.add_argument("--top_k", type=int, help="keep only the k most likely characters")
     g.add_argument("--top_p", type=float, help="keep the most likely characters until their probability reaches p (nucleus)")
     g.add_argument("--min_p", type=float, help="keep characters at least min_p times as likely as the most likely one")
@@ -96,10 +99,14 @@ def parse_args(argv=None):
         parser.error(f"--num_beams must be >= 1, got {args.num_beams}")
     if args.walkthrough and args.compare:
         parser.error("choose one of --walkthrough and --compare")
+    chosen = {k: getattr(args, k) for k in DECODING_FLAGS if getattr(args, k) is not None}
     try:
-        args.decoding = Decoding(**{k: getattr(args, k) for k in DECODING_FLAGS})
+        args.decoding = Decoding(**chosen)
     except ValueError as e:
         parser.error(f"--{e}")
+    args.lesson = args.walkthrough and not chosen  # no decoding flags: the five-method lesson
+    if args.start is None:
+        args.start = ARTICLE_PROMPT if args.walkthrough or args.compare else "\n"
     args.start = args.start.replace("\\n", "\n")
     return args
 
@@ -131,7 +138,7 @@ def print_samples(model, idx, args, itos):
 
 
 def print_beams(model, idx, args, itos):
-    ignored = [f"--{k}" for k in DECODING_FLAGS if getattr(args, k) != getattr(Decoding(), k)]
+    ignored = [f"--{k}" for k in DECODING_FLAGS if getattr(args, k) is not None]
     if ignored:
         print(f"note: beam search keeps the most likely sequences and ignores {', '.join(ignored)}", file=sys.stderr)
     beams, scores = sampling.beam_search(model, idx, args.max_new_tokens, args.num_beams, args.length_penalty,
@@ -192,10 +199,10 @@ def walk(model, idx, decoding, args, itos):
 
 
 def walkthrough(model, idx, args, itos):
-    if args.decoding != Decoding():
+    if not args.lesson:
         return walk(model, idx, args.decoding, args, itos)
     for number, (name, formula, decoding) in enumerate(LESSON, 1):
-        flags = describe(decoding)
+        flags = describe(decoding) or "--temperature 1"
         print(f"\n{'=' * 78}\n{number}. {name}: {formula}\n   python sample.py --walkthrough {flags}\n{'=' * 78}")
         walk(model, idx, decoding, args, itos)
 
@@ -261,4 +268,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the reader closed the pipe (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -95,16 +95,20 @@ def test_walkthrough_of_one_strategy(ckpt, capsys):
     assert out.count("after top-p 0.5:") == 2 and "step 3:" not in out and "1. greedy" not in out
 
 
-def test_walkthrough_draws_what_plain_sampling_draws(ckpt, capsys):
-    walked = run_main(capsys, "--ckpt", ckpt, "--walkthrough", "--top_k", "20", "--max_new_tokens", "25")
-    plain = run_main(capsys, "--ckpt", ckpt, "--top_k", "20", "--max_new_tokens", "25")
-    assert walked.rstrip("\n").endswith(plain.rstrip("\n"))
+@pytest.mark.parametrize("new_tokens, cache", [(10, []), (40, ["--no_cache"])])
+def test_walkthrough_draws_what_plain_sampling_draws(ckpt, capsys, new_tokens, cache):
+    """The walkthrough reads the whole context each step; so does plain sampling without the cache, and
+    with it the same within block_size (16 here: 6 + 10), past which the cache restarts from half a window."""
+    flags = ["--ckpt", ckpt, "--top_k", "20", "--max_new_tokens", str(new_tokens), "--start", "ROMEO:"]
+    walked = run_main(capsys, "--walkthrough", *flags)
+    plain = run_main(capsys, *flags, *cache)
+    assert walked.rstrip("\n").endswith("\n" + plain.rstrip("\n"))
 
 
 def test_compare_runs_every_strategy(ckpt, capsys):
     out = run_main(capsys, "--ckpt", ckpt, "--compare", "--max_new_tokens", "30")
     for name in ["greedy", "pure sampling", "temperature 0.7", "top-k 10", "top-p 0.9", "min-p 0.1",
-                 "repetition penalty 1.3", "beam search, 4 beams"]:
+                 "greedy + repetition penalty 1.3", "beam search, 4 beams"]:
         assert f"=== {name}" in out
     assert out.count("--- ") == 8 and "distinct" in out
 
