@@ -96,6 +96,8 @@ def typical_filter(logits, mass, min_tokens_to_keep=1):
     reaches `mass`. Unlike the others, this filter can remove the most likely token."""
     if not 0 < mass <= 1:
         raise ValueError(f"typical_p must be in (0, 1], got {mass}")
+    if mass == 1:  # all the mass: every token stays (a float32 cumulative sum may reach 1 early)
+        return logits.clone()
     log_probs = F.log_softmax(logits, dim=-1)  # (B, V)
     entropy = -(log_probs * log_probs.exp()).nansum(dim=-1, keepdim=True)  # (B, 1)
     distance = (-log_probs - entropy).abs()  # (B, V)
@@ -239,13 +241,13 @@ def next_logits(model, idx, cache=None, new=1):
     Without a cache the model reads the whole context again (cropped to block_size): T^2 work
     over a generation. With a KVCache it reads only the `new` tokens not cached yet. Learned
     position embeddings cannot slide, so when the cache is full it restarts from the last
-    block_size // 2 tokens: one prefill every block_size // 2 steps, and a context that
-    shrinks to half a window at that point (without the cache it is always a full window)."""
+    W = block_size // 2 tokens: one prefill of W tokens every W + 1 steps, and a context that
+    drops to W tokens at that point and grows back (without the cache it is always block_size)."""
     block_size = model.config.block_size
     if cache is None:
         return model(idx[:, -block_size:])[0][:, -1, :]  # (B, min(T, block_size), V) -> (B, V)
     if cache.length + new > block_size:
-        window = block_size // 2 if cache.length else block_size
+        window = max(1, block_size // 2) if cache.length else block_size
         cache.length = 0
         new = min(idx.size(1), window)
     return model(idx[:, -new:], cache=cache)[0][:, -1, :]  # (B, new, V) -> (B, V)
