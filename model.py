@@ -47,7 +47,9 @@ class CausalSelfAttention(nn.Module):
         else:
             start = cache.length  # S = start + T: the new tokens attend to the cached ones and to each other
             k, v = cache.append(layer, k, v)  # (B, H, S, D) each
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)  # (T, S)
+            mask = None  # one new token may see every position: no mask needed
+            if T > 1:  # new token i sees positions up to start + i
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)  # (T, S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D) @ (B, H, D, S) @ (B, H, S, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, D) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
