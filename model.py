@@ -32,14 +32,11 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, cache=None, layer=0):
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3C) -> (B, T, 3, H, D)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # -> (3, B, H, T, D) -> q, k, v: (B, H, T, D) each
         if cache is None:
             # softmax(q k^T / sqrt(D) + causal mask) v: (B, H, T, D) @ (B, H, D, T) @ (B, H, T, D) -> (B, H, T, D)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
@@ -51,21 +48,20 @@ class CausalSelfAttention(nn.Module):
             if T > 1:  # new token i sees positions up to start + i
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)  # (T, S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D) @ (B, H, D, S) @ (B, H, S, D)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, D) -> (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)
+        return F.dropout(self.c_proj(y), self.dropout, self.training)
 
 
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
 
     def forward(self, x):
-        x = self.gelu(self.c_fc(x))  # (B, T, C) -> (B, T, 4C)
-        return self.dropout(self.c_proj(x))  # (B, T, 4C) -> (B, T, C)
+        x = F.gelu(self.c_fc(x))  # (B, T, C) -> (B, T, 4C)
+        return F.dropout(self.c_proj(x), self.dropout, self.training)  # (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -115,7 +111,6 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
             wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
-            drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
@@ -154,7 +149,7 @@ class GPT(nn.Module):
         assert start + T <= self.config.block_size, f"{start + T} positions, block_size is {self.config.block_size}"
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
-        x = self.transformer.drop(x)
+        x = F.dropout(x, self.config.dropout, self.training)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:

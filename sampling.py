@@ -253,7 +253,7 @@ def next_logits(model, idx, cache=None, new=1):
     return model(idx[:, -new:], cache=cache)[0][:, -1, :]  # (B, new, V) -> (B, V)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping: less overhead per step than no_grad
 def stream(model, idx, max_new_tokens, decoding=Decoding(), generator=None, use_cache=True):
     """Yield the next token ids (B, 1), one step at a time. idx: (B, T) prompt ids."""
     prompt_length = idx.size(1)
@@ -278,7 +278,7 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
     return torch.cat([idx, *new], dim=1)  # (B, T + max_new_tokens)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, use_cache=True):
     """Keep the num_beams most likely continuations, scored by summed log-probability:
 

@@ -36,9 +36,9 @@ def timed_steps(model, idx, new_tokens, use_cache, seed=0):
     return torch.tensor(times)
 
 
-def best_of(repeats, fn):
-    """The fastest of a few runs (elementwise for per-step times): the least disturbed by the machine."""
-    return torch.stack([fn() for _ in range(repeats)]).min(dim=0).values
+def fastest(runs):
+    """Elementwise minimum of several runs' per-step times: the run least disturbed by the machine."""
+    return torch.stack(runs).min(dim=0).values
 
 
 def smooth(x, width=25):
@@ -73,18 +73,24 @@ def main():
     parser.add_argument("--ckpt", default=checkpoint.DEFAULT_CKPT)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the fastest counts")
     parser.add_argument("--batch", type=int, default=10, help="samples decoded together")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "figures", "kv_cache.png"))
     args = parser.parse_args()
     try:
         model, meta, _ = checkpoint.load(args.ckpt)
     except checkpoint.CheckpointError as e:
         sys.exit(f"error: {e}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     prompt = torch.tensor([checkpoint.encode("\n", meta["stoi"])])  # (1, 1)
     print(f"{model.num_params() / 1e6:.2f}M parameters, block_size {model.config.block_size}, "
           f"{torch.get_num_threads()} threads, best of {args.repeats}")
 
-    naive = best_of(args.repeats, lambda: timed_steps(model, prompt, 1000, use_cache=False))  # (1000,)
-    cached = best_of(args.repeats, lambda: timed_steps(model, prompt, 1000, use_cache=True))  # (1000,)
+    runs = {"naive": [], "cached": []}
+    for _ in range(args.repeats):  # interleaved, so that both see the same machine
+        runs["naive"].append(timed_steps(model, prompt, 1000, use_cache=False))  # (1000,)
+        runs["cached"].append(timed_steps(model, prompt, 1000, use_cache=True))  # (1000,)
+    naive, cached = fastest(runs["naive"]), fastest(runs["cached"])
     print(f"\n{'new tokens':>10} {'naive tok/s':>12} {'cached tok/s':>13} {'cached/naive':>13}")
     for n in (100, 500, 1000):
         naive_rate, cached_rate = n / naive[:n].sum().item(), n / cached[:n].sum().item()
@@ -96,12 +102,14 @@ def main():
         print(f"  {name:<7} {at_100 * 1e3:.3f} ms at position 100, {at_1000 * 1e3:.3f} ms at position 1000: "
               f"ratio {at_1000 / at_100:.2f}")
 
-    n = 500
-    one_by_one = best_of(args.repeats, lambda: torch.tensor(sum(
-        timed_steps(model, prompt, n, use_cache=True, seed=i).sum().item() for i in range(args.batch))))
-    together = best_of(args.repeats, lambda: timed_steps(model, prompt.repeat(args.batch, 1), n, use_cache=True).sum())
-    print(f"\n{args.batch} samples of {n} tokens: one after another {args.batch * n / one_by_one.item():.0f} tok/s, "
-          f"in one batch {args.batch * n / together.item():.0f} tok/s: {one_by_one.item() / together.item():.1f}x")
+    n, one_by_one, together = 500, [], []
+    for _ in range(args.repeats):
+        one_by_one.append(sum(timed_steps(model, prompt, n, use_cache=True, seed=i).sum().item()
+                              for i in range(args.batch)))
+        together.append(timed_steps(model, prompt.repeat(args.batch, 1), n, use_cache=True).sum().item())
+    one_by_one, together = min(one_by_one), min(together)
+    print(f"\n{args.batch} samples of {n} tokens: one after another {args.batch * n / one_by_one:.0f} tok/s, "
+          f"in one batch {args.batch * n / together:.0f} tok/s: {one_by_one / together:.1f}x")
 
     plot(naive, cached, model.config.block_size, args.plot)
     print(f"\nsaved {os.path.relpath(args.plot, ROOT)}")
