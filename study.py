@@ -1,0 +1,339 @@
+"""
+Which decoding strategy writes most like Shakespeare? A small replication of Holtzman et al. 2019,
+"The Curious Case of Neural Text Degeneration" (https://arxiv.org/abs/1904.09751), on our model.
+
+    python study.py             # 40 prompts x 200 characters, every strategy: about 2 minutes on a laptop CPU
+    python study.py --quick     # 2 prompts x 40 characters: a few seconds, to try it out
+
+The prompts are cut from the validation text, the last 10% of input.txt that the model never
+trained on: num_prompts pieces of prompt_length characters, evenly spaced, each starting at a
+line. Every strategy continues every prompt by `length` characters (sampling strategies with
+the seeds seed, seed + 1, ... one per prompt, so all of them draw from the same random numbers),
+and the text that really follows each prompt is the "human" row. For each row:
+
+    perplexity        how likely the model finds the continuations (all their characters pooled)
+    distinct-1/2/3    unique word n-grams / all word n-grams: low means the text repeats itself
+    repetition        share of words that complete a 4-word sequence seen earlier in the text
+    real words        share of words that occur in the training text (the first 90%)
+    line length       characters per non-empty line
+
+The text measures are computed on each continuation and averaged over the prompts, leaving out
+the words cut where a continuation begins or ends; metrics.py has the formulas. The table goes
+to stdout (Markdown) and to a CSV, the picture to a PNG. To read such continuations yourself:
+python sample.py --compare.
+"""
+import argparse
+import csv
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from statistics import mean
+
+import matplotlib
+import torch
+
+import checkpoint
+import metrics
+import sampling
+from sampling import Decoding
+
+matplotlib.use("Agg")  # draw to files, no window
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.join(HERE, "data", "shakespeare_char", "input.txt")
+DEFAULT_CSV = os.path.join(HERE, "docs", "study.csv")
+DEFAULT_PLOT = os.path.join(HERE, "docs", "figures", "study.png")
+SIZES = {"num_prompts": 40, "prompt_length": 64, "length": 200}
+QUICK_SIZES = {"num_prompts": 2, "prompt_length": 32, "length": 40}
+
+
+@dataclass(frozen=True)
+class BeamSearch:
+    """Beam search (sampling.beam_search), the one strategy that is no Decoding: it keeps the best beam."""
+    num_beams: int
+
+
+STRATEGIES = [
+    ("greedy", Decoding(temperature=0)),
+    ("beam search, 4 beams", BeamSearch(num_beams=4)),
+    ("pure sampling", Decoding()),
+    ("temperature 0.7", Decoding(temperature=0.7)),
+    ("top-k 10", Decoding(top_k=10)),
+    ("top-k 40", Decoding(top_k=40)),
+    ("top-p 0.9", Decoding(top_p=0.9)),
+    ("top-p 0.95", Decoding(top_p=0.95)),
+    ("min-p 0.1", Decoding(min_p=0.1)),
+    ("typical 0.9", Decoding(typical_p=0.9)),
+    ("greedy + repetition penalty 1.3", Decoding(temperature=0, repetition_penalty=1.3)),
+    ("sampling + repetition penalty 1.3", Decoding(repetition_penalty=1.3)),
+]
+HUMAN = "human (validation text)"
+Y, Y_LABEL = "distinct_1", "distinct-1: different words / all words   →  more varied"
+
+# (key, table heading, format)
+COLUMNS = [
+    ("perplexity", "perplexity", "{:.2f}"),
+    ("distinct_1", "distinct-1", "{:.3f}"),
+    ("distinct_2", "distinct-2", "{:.3f}"),
+    ("distinct_3", "distinct-3", "{:.3f}"),
+    ("repetition", "repetition", "{:.3f}"),
+    ("real_words", "real words", "{:.3f}"),
+    ("line_length", "line length", "{:.1f}"),
+]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default=checkpoint.DEFAULT_CKPT, help="checkpoint file (default: the shipped model)")
+    p.add_argument("--data", default=DEFAULT_DATA, help="Tiny Shakespeare's input.txt (default: %(default)s)")
+    p.add_argument("--num_prompts", type=int, help=f"prompts per strategy (default {SIZES['num_prompts']})")
+    p.add_argument("--prompt_length", type=int, help=f"characters per prompt (default {SIZES['prompt_length']})")
+    p.add_argument("--length", type=int, help=f"new characters per continuation (default {SIZES['length']})")
+    p.add_argument("--seed", type=int, default=1337, help="prompt i is sampled with seed + i (default %(default)s)")
+    p.add_argument("--out_csv", default=DEFAULT_CSV, help="where to write the table as CSV (default: %(default)s)")
+    p.add_argument("--out_plot", default=DEFAULT_PLOT, help="where to write the plot (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="seconds instead of minutes: "
+                   + " ".join(f"--{k} {v}" for k, v in QUICK_SIZES.items()) + ", unless given")
+    args = p.parse_args(argv)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    for name, default in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+# ----------------------------------------------------------------------------- prompts
+
+def split(text):
+    """The training and validation text, split as prepare.py splits the tokens: 90% / 10%."""
+    n_train = int(0.9 * len(text))
+    return text[:n_train], text[n_train:]
+
+
+def prompt_starts(val, num_prompts, span):
+    """num_prompts positions evenly spaced over val where `span` characters fit, each moved
+    forward to the next line start when the span still fits there."""
+    last = len(val) - span  # the last position where a whole span fits
+    if last < 0:
+        raise ValueError(f"the validation text has {len(val)} characters, a prompt and its continuation need {span}")
+    starts = []
+    for i in range(num_prompts):
+        position = i * (last + 1) // num_prompts
+        newline = val.find("\n", max(position - 1, 0))
+        starts.append(newline + 1 if 0 <= newline < last else position)
+    return starts
+
+
+def load_text(path):
+    """The text of the data file; a missing or unreadable file is a ValueError with one line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ValueError(f"no data file at {path} (python data/shakespeare_char/prepare.py writes it)")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path} ({type(e).__name__})")
+
+
+def make_prompts(text, stoi, num_prompts, prompt_length, length):
+    """Prompts (N, P) and the human continuations (N, L) from the validation text, as token ids,
+    and the vocabulary of the training text (a set of words)."""
+    train, val = split(text)
+    starts = prompt_starts(val, num_prompts, prompt_length + length)
+    pieces = [checkpoint.encode(val[s:s + prompt_length + length], stoi) for s in starts]
+    ids = torch.tensor(pieces)  # (N, P + L)
+    return ids[:, :prompt_length], ids[:, prompt_length:], set(metrics.words(train))
+
+
+# ----------------------------------------------------------------------------- decoding and measuring
+
+def continue_prompts(model, prompts, length, strategy, seed):
+    """The `length` new token ids (N, L) that `strategy` writes after each prompt of prompts (N, P)."""
+    P = prompts.size(1)
+    if isinstance(strategy, BeamSearch):  # one prompt at a time; the best beam
+        return torch.stack([sampling.beam_search(model, prompt[None], length, strategy.num_beams)[0][0, P:]
+                            for prompt in prompts])  # N x (L,) -> (N, L)
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(prompts.size(0))]
+    return sampling.generate(model, prompts, length, **asdict(strategy), generator=generators)[:, P:]  # (N, L)
+
+
+def whole_words(prompt, continuation):
+    """The words of the continuation, less the one it may share with the prompt ("Rom" + "eo")
+    and the one it may cut off at its end: those are no words of their own."""
+    text = (prompt + continuation).lower()
+    return [m.group() for m in metrics.WORD.finditer(text) if m.start() >= len(prompt) and m.end() < len(text)]
+
+
+def text_measures(prompt, continuation, vocabulary):
+    """The measures of one continuation, as a dict of COLUMNS keys (all but perplexity)."""
+    w = whole_words(prompt, continuation)
+    return {
+        "distinct_1": metrics.distinct_n(w, 1),
+        "distinct_2": metrics.distinct_n(w, 2),
+        "distinct_3": metrics.distinct_n(w, 3),
+        "repetition": metrics.repetition(w, 4),
+        "real_words": metrics.real_word_share(w, vocabulary),
+        "line_length": metrics.mean_line_length(continuation),
+    }
+
+
+def measure(model, prompts, continuations, itos, vocabulary):
+    """One row of the table: the perplexity of all continuations (N, L) after their prompts (N, P),
+    and the text measures averaged over the continuations."""
+    per_text = [text_measures(checkpoint.decode(p, itos), checkpoint.decode(c, itos), vocabulary)
+                for p, c in zip(prompts, continuations)]
+    row = {"perplexity": metrics.perplexity(model, prompts, continuations)}
+    row.update({key: mean(m[key] for m in per_text) for key in per_text[0]})
+    return row
+
+
+def run_study(model, itos, prompts, humans, vocabulary, length, seed):
+    """{name: row} for every strategy and the human continuations, timing each on stderr."""
+    rows = {}
+    for name, strategy in STRATEGIES:
+        started = time.time()
+        continuations = continue_prompts(model, prompts, length, strategy, seed)
+        rows[name] = measure(model, prompts, continuations, itos, vocabulary)
+        print(f"{name}: {time.time() - started:.1f} s", file=sys.stderr)
+    rows[HUMAN] = measure(model, prompts, humans, itos, vocabulary)
+    return rows
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def markdown_table(rows):
+    """The rows as a Markdown table, the human row in bold."""
+    lines = ["| strategy | " + " | ".join(heading for _, heading, _ in COLUMNS) + " |",
+             "|---|" + "---:|" * len(COLUMNS)]
+    for name, row in rows.items():
+        cells = [fmt.format(row[key]) for key, _, fmt in COLUMNS]
+        lines.append(f"| {'**' + name + '**' if name == HUMAN else name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_atomically(path, write):
+    """Call write(temporary path), then rename the file into place; a failure leaves no file behind."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        write(path + ".tmp")
+        os.replace(path + ".tmp", path)
+    finally:
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+
+
+def write_csv(rows, path):
+    """One line per row: the strategy and its measures, to 4 decimals."""
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["strategy"] + [key for key, _, _ in COLUMNS])
+            for name, row in rows.items():
+                out.writerow([name] + [f"{row[key]:.4f}" for key, _, _ in COLUMNS])
+    write_atomically(path, write)
+
+
+def label_points(ax, points, names, colors, marker_sizes):
+    """Write each name to the right of its point (x, y), inside the axes; a label that would
+    cover a point or a label already written moves up or down to the nearest free place, with
+    a thin line back to its point."""
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    taken = [Bbox.from_bounds(*ax.transData.transform(point) - size / 2, size, size)  # the markers, in pixels
+             for point, size in zip(points, marker_sizes)]
+
+    def text_box(label, shift):
+        """Where the text alone (without its line) lands, shift points above the point."""
+        label.xyann = (9, shift)
+        label.update_positions(renderer)
+        return Text.get_window_extent(label, renderer)
+
+    for (x, y), name, color in sorted(zip(points, names, colors), key=lambda p: p[0]):
+        label = ax.annotate(name, (x, y), xytext=(9, 0), textcoords="offset points", va="center",
+                            fontsize=12, color=color, arrowprops=dict(arrowstyle="-", color="dimgrey", lw=0.8))
+        label.set_in_layout(False)
+        for shift in [0] + [sign * 4 * step for step in range(1, 100) for sign in (1, -1)]:  # 0, 4, -4, 8 ... points
+            box = text_box(label, shift)
+            if inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1) and \
+                    not any(box.overlaps(other) for other in taken):
+                break
+        else:  # no free place: beside the point after all
+            box = text_box(label, 0)
+        taken.append(box)
+
+
+def plot(rows, path, title):
+    """Perplexity against distinct-1 (distinct-2 and -3 are near 1 for every sampling strategy):
+    one labelled point per strategy, the human text as a red star with dashed lines through it."""
+    fig, ax = plt.subplots(figsize=(13, 8))
+    for name, row in rows.items():
+        if name == HUMAN:
+            ax.scatter(row["perplexity"], row[Y], marker="*", s=600, color="crimson", zorder=3)
+            ax.axvline(row["perplexity"], color="crimson", linestyle="--", alpha=0.5)
+            ax.axhline(row[Y], color="crimson", linestyle="--", alpha=0.5)
+        else:
+            ax.scatter(row["perplexity"], row[Y], s=90, color="tab:blue", zorder=3)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2, 3, 4 rather than 2x10^0
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_xlim(right=ax.get_xlim()[1] * 2)  # room for the labels of the rightmost points
+    ax.margins(y=0.15)
+    ax.set_xlabel("perplexity under the model (log scale)   →  text the model finds less likely", fontsize=14)
+    ax.set_ylabel(Y_LABEL, fontsize=14)
+    ax.set_title(title, fontsize=16)
+    ax.tick_params(which="both", labelsize=12)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    label_points(ax, [(row["perplexity"], row[Y]) for row in rows.values()], list(rows),
+                 ["crimson" if name == HUMAN else "black" for name in rows],
+                 [28 if name == HUMAN else 12 for name in rows])
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    # The steps are small (one new character for each of a few dozen rows): one thread does them
+    # as fast as two, and unlike two it does not slow down tenfold when another program is busy.
+    torch.set_num_threads(1)
+    try:
+        model, meta, _ = checkpoint.load(args.ckpt)
+        text = load_text(args.data)
+        prompts, humans, vocabulary = make_prompts(text, meta["stoi"], args.num_prompts, args.prompt_length,
+                                                   args.length)
+    except checkpoint.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: --data: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    rows = run_study(model, meta["itos"], prompts, humans, vocabulary, args.length, args.seed)
+    print(markdown_table(rows))
+    title = (f"Which decoding writes most like Shakespeare? "
+             f"{args.num_prompts} prompts x {args.length} characters")
+    try:
+        write_csv(rows, args.out_csv)
+        plot(rows, args.out_plot, title)
+    except OSError as e:
+        print(f"error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"\nwrote {args.out_csv} and {args.out_plot}; took {time.time() - started:.0f} s "
+          f"({args.num_prompts} prompts x {args.length} new characters, {len(STRATEGIES)} strategies)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
