@@ -1,0 +1,134 @@
+"""
+The pictures of the notebooks: next-token distributions as bar charts, readable on a projector.
+
+    fig, ax = plt.subplots(figsize=(15, 5))
+    plots.bar_distribution(ax, probs, itos, highlight=next_id)   # probs (V,)
+    plots.save(fig, "greedy_distribution.png")                   # -> docs/figures/
+
+Importing this module sets large fonts for every figure. save() writes to the folder named by
+the environment variable NANODECODE_FIGURES, by default docs/figures/ at the repository root.
+"""
+import os
+
+import matplotlib.pyplot as plt
+import torch
+
+from sample import visible
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DOCS_FIGURES = os.path.join(ROOT, "docs", "figures")
+
+KEPT = "tab:blue"  # a token that can be drawn
+CHOSEN = "tab:orange"  # the token picked, or the one the text is about
+REMOVED = "lightgrey"  # a token a filter took out of the draw
+
+plt.rcParams.update({
+    "figure.dpi": 80,  # inline output: small files, still sharp
+    "font.size": 14,
+    "axes.titlesize": 17,
+    "axes.labelsize": 15,
+    "xtick.labelsize": 13,
+    "ytick.labelsize": 13,
+    "legend.fontsize": 13,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+})
+
+
+def figures_dir():
+    """Where save() writes: $NANODECODE_FIGURES, or docs/figures/ at the repository root."""
+    return os.environ.get("NANODECODE_FIGURES") or DOCS_FIGURES
+
+
+def save(fig, name, dpi=100):
+    """Write fig as figures_dir()/name, through a temporary file renamed into place; returns the path."""
+    folder = figures_dir()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    fig.savefig(path + ".tmp.png", dpi=dpi, bbox_inches="tight")
+    os.replace(path + ".tmp.png", path)
+    return path
+
+
+def labels(ids, itos):
+    """The characters of ids, whitespace made visible: [0, 1, 13] -> ['⏎', '·', 'A']."""
+    return [visible(itos[int(i)]) for i in ids]
+
+
+def top_ids(probs, n):
+    """The ids of the n most likely tokens of probs (V,), most likely first; ties by lowest id."""
+    return torch.argsort(probs, descending=True, stable=True)[:n]
+
+
+def bar_distribution(ax, probs, itos, highlight=None, removed=None, ids=None, title=None):
+    """Bars of a distribution probs (V,) over characters.
+
+    highlight: an id or a list of ids drawn in orange (the chosen token).
+    removed: a bool mask (V,) of tokens a filter removed, drawn in grey.
+    ids: the tokens to show, in that order (default: the whole vocabulary in id order)."""
+    ids = torch.arange(len(probs)) if ids is None else torch.as_tensor(ids)
+    highlight = set(torch.as_tensor(highlight if highlight is not None else []).flatten().tolist())
+    colors = [CHOSEN if i in highlight else REMOVED if removed is not None and removed[i] else KEPT
+              for i in ids.tolist()]
+    ax.bar(range(len(ids)), probs[ids].tolist(), color=colors, edgecolor="black", linewidth=0.3)
+    ax.set_xticks(range(len(ids)), labels(ids, itos))
+    ax.set_xlim(-0.7, len(ids) - 0.3)
+    ax.set(xlabel="next character", ylabel="probability", title=title)
+    return ax
+
+
+def grouped_bars(ax, series, names, colors=None, title=None, ylabel="probability", fmt=None):
+    """Several series side by side for each name: series {label: values (N,)}, names (N,) tick labels.
+
+    fmt: a format such as "{:.2f}" to print each value above its bar (for a few bars only)."""
+    width = 0.8 / len(series)
+    for j, (label, values) in enumerate(series.items()):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(names))]
+        bars = ax.bar(xs, list(map(float, values)), width, label=label,
+                      color=None if colors is None else colors[j], edgecolor="black", linewidth=0.3)
+        if fmt:
+            ax.bar_label(bars, [fmt.format(float(v)) for v in values], fontsize=11, padding=2)
+            ax.margins(y=0.25)
+    ax.set_xticks(range(len(names)), names)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend()
+    return ax
+
+
+def kept_count_curve(ax, counts, text, title=None):
+    """How many tokens each filter keeps at each step of a text: counts {label: (N,)}, text of N
+    characters, the one chosen at each step, written under its step."""
+    for label, values in counts.items():
+        ax.step(range(len(text)), list(map(int, values)), where="mid", label=label, lw=2.5)
+    ax.set_xticks(range(len(text)), [visible(c) for c in text], fontsize=11)
+    ax.set(xlabel="the character chosen at each step", ylabel="characters kept", title=title)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right")
+    return ax
+
+
+def beam_tree(ax, steps, itos, finals, title=None):
+    """The beams of a beam search after each step, as a tree.
+
+    steps: for step t = 1..N, the beams after t steps, each a tuple of generated ids (best first).
+    A node is the last character of a beam, joined to the beam it extends; the beams that lead
+    to one of `finals` (tuples of generated ids) are drawn in colour, the abandoned ones in grey."""
+    alive = {final[:t] for final in finals for t in range(1, len(final) + 1)}
+    place = {(): (0, (len(steps[0]) - 1) / 2)}  # the prompt, at step 0
+    for t, beams in enumerate(steps, 1):
+        for rank, beam in enumerate(beams):
+            place[beam] = (t, rank)
+            (x0, y0), on = place[beam[:-1]], beam in alive
+            ax.plot([x0, t], [y0, rank], color=KEPT if on else REMOVED, lw=3 if on else 1.5, zorder=1.5 if on else 1)
+            ax.scatter(t, rank, s=900, color="white", edgecolor=KEPT if on else REMOVED, lw=2, zorder=2)
+            ax.text(t, rank, visible(itos[beam[-1]]), ha="center", va="center", fontsize=16,
+                    color="black" if on else "grey", zorder=3)
+    ax.scatter(0, place[()][1], s=900, color=CHOSEN, zorder=2)
+    ax.text(0, place[()][1] + 0.35, "prompt", ha="center", va="top", fontsize=12)
+    ax.set_xticks(range(len(steps) + 1))
+    ax.set_yticks(range(len(steps[0])), [f"beam {r + 1}" for r in range(len(steps[0]))])
+    ax.set_ylim(len(steps[0]) - 0.5, -0.5)  # beam 1 on top
+    ax.set(xlabel="step (characters generated)", title=title)
+    ax.spines[["left", "bottom"]].set_visible(False)
+    ax.tick_params(length=0)
+    return ax
