@@ -13,8 +13,11 @@ from model import GPT, GPTConfig  # noqa: E402
 # The 65 symbols of Tiny Shakespeare, sorted (written out here; the text itself is never committed).
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 META = {"vocab_size": 65, "stoi": {c: i for i, c in enumerate(CHARS)}, "itos": dict(enumerate(CHARS))}
-SHAKESPEARE = os.environ.get("NANODECODE_INPUT",
-                             os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare", "input.txt"))
+# Where a local copy of input.txt may be: $NANODECODE_INPUT, or the shared data folder beside the checkout.
+CANDIDATES = [os.environ.get("NANODECODE_INPUT", ""),
+              os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare", "input.txt"),
+              "/work/shared/data/tinyshakespeare/input.txt"]
+SHAKESPEARE = next((path for path in CANDIDATES if os.path.isfile(path)), CANDIDATES[1])
 
 
 @pytest.fixture
