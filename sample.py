@@ -168,6 +168,8 @@ def walk(model, idx, decoding, args, itos):
     prompt_length = idx.size(1)
     print(f"prompt {visible(checkpoint.decode(idx[0], itos))!r} -> ids {idx[0].tolist()[:12]}"
           f"{' ...' if prompt_length > 12 else ''}, shape {tuple(idx.shape)}")
+    if args.steps == 0:
+        print(checkpoint.decode(idx[0], itos), end="", flush=True)
     for step in range(args.max_new_tokens):
         context = idx[:, -model.config.block_size:]  # (1, T)
         with torch.no_grad():

@@ -8,19 +8,21 @@ What the KV cache and batching buy: tokens per second of three ways to generate,
 - batched: 10 samples decoded together (cached), against 10 runs one after another
 
 Prints tokens/s at 100, 500 and 1000 new tokens and the ratios, and saves a plot of the time per
-token against its position for the naive and the cached loop to docs/figures/kv_cache.png.
+token against its position for the naive and the cached loop (docs/figures/kv_cache.png).
 """
 import argparse
 import os
 import sys
 import time
 
+import matplotlib.pyplot as plt
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import checkpoint  # noqa: E402
+import plots  # noqa: E402  (large fonts, and save())
 import sampling  # noqa: E402
 
 
@@ -47,25 +49,20 @@ def smooth(x, width=25):
     return padded.unfold(0, width, 1).median(dim=1).values
 
 
-def plot(naive, cached, block_size, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5))
+def plot(naive, cached, block_size):
+    """Time per token against its position, naive and cached, saved as docs/figures/kv_cache.png."""
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     positions = range(1, len(naive) + 1)
-    ax.plot(positions, smooth(naive) * 1e3, label="naive: whole context every step", color="tab:red", lw=2)
-    ax.plot(positions, smooth(cached) * 1e3, label="KV cache: one new token per step", color="tab:blue", lw=2)
+    ax.plot(positions, smooth(naive) * 1e3, label="naive: the whole context every step", color="tab:red", lw=2.5)
+    ax.plot(positions, smooth(cached) * 1e3, label="KV cache: one new token per step", color="tab:blue", lw=2.5)
     ax.axvline(block_size, color="grey", ls="--", lw=1)
-    ax.text(block_size, ax.get_ylim()[1] * 0.95, f" block_size {block_size}", color="grey", va="top")
-    ax.set(title="Time to generate each token", xlabel="position of the new token (characters generated)",
-           ylabel="milliseconds per token (moving median)")
+    ax.annotate(f"block_size = {block_size}: the naive context stops growing", (block_size, 0.5),
+                xytext=(12, 0), textcoords="offset points", color="dimgrey", fontsize=12)
+    ax.set(title="Time to generate each character", xlabel="position of the new character",
+           ylabel="milliseconds (moving median)")
     ax.set_ylim(bottom=0)
     ax.legend(loc="center right")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path + ".tmp.png", dpi=120)
-    os.replace(path + ".tmp.png", path)
+    return plots.save(fig, "kv_cache.png")
 
 
 def main():
@@ -74,7 +71,6 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the fastest counts")
     parser.add_argument("--batch", type=int, default=10, help="samples decoded together")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
-    parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "figures", "kv_cache.png"))
     args = parser.parse_args()
     try:
         model, meta, _ = checkpoint.load(args.ckpt)
@@ -111,8 +107,7 @@ def main():
     print(f"\n{args.batch} samples of {n} tokens: one after another {args.batch * n / one_by_one:.0f} tok/s, "
           f"in one batch {args.batch * n / together:.0f} tok/s: {one_by_one / together:.1f}x")
 
-    plot(naive, cached, model.config.block_size, args.plot)
-    print(f"\nsaved {os.path.relpath(args.plot, ROOT)}")
+    print(f"\nsaved {plot(naive, cached, model.config.block_size)}")
 
 
 if __name__ == "__main__":

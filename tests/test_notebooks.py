@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import SHAKESPEARE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, "notebooks")
 NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, "*.ipynb")))
@@ -23,6 +25,7 @@ def test_one_notebook_per_idea():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("NANODECODE_FIGURES", str(tmp_path))  # leave docs/figures alone
+    monkeypatch.setenv("NANODECODE_INPUT", SHAKESPEARE)  # the text, for the study notebook
     # One thread: the model is small and decodes one character at a time, and a second thread
     # fighting other processes for a 2-core machine can slow a notebook down a hundredfold.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
