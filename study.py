@@ -36,6 +36,7 @@ import torch
 import checkpoint
 import metrics
 import sampling
+from sample import Parser
 from sampling import Decoding
 
 matplotlib.use("Agg")  # draw to files, no window
@@ -85,11 +86,6 @@ COLUMNS = [
     ("real_words", "real words", "{:.3f}"),
     ("line_length", "line length", "{:.1f}"),
 ]
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def parse_args(argv=None):

@@ -30,6 +30,18 @@ def make_tiny_model(seed=0, block_size=16, n_layer=2, n_head=2, n_embd=32):
     return GPT(GPTConfig(block_size=block_size, vocab_size=65, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).eval()
 
 
+def make_sharp_model(seed=0):
+    """The tiny model with larger random weights (std 0.3): peaked distributions, far from uniform,
+    so that sampling settings and penalties change the tokens."""
+    model = make_tiny_model(seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
 @pytest.fixture
 def tiny_model():
     """A randomly initialised 2-layer GPT over the 65 symbols, block_size 16."""

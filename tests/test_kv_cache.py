@@ -4,7 +4,7 @@ alone. Every reference here is a plain, uncached forward pass or a hand-rolled l
 import pytest
 import torch
 
-from conftest import make_tiny_model
+from conftest import make_sharp_model, make_tiny_model
 from sampling import beam_search, generate, next_logits
 
 V = 65
@@ -21,18 +21,6 @@ def one_thread():
 
 def tokens(B, T, seed=0):
     return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
-
-
-def sharp_model(seed=0):
-    """The tiny model with larger random weights: peaked distributions, so that sampling
-    settings and penalties change the tokens."""
-    model = make_tiny_model(seed)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
 
 
 def close(a, b, atol=1e-5):
@@ -53,7 +41,7 @@ def test_new_cache_is_empty_with_the_model_shape(tiny_model):
 @torch.no_grad()
 @pytest.mark.parametrize("which", ["tiny", "sharp"])
 def test_one_token_at_a_time_equals_the_full_forward(tiny_model, which):
-    model = tiny_model if which == "tiny" else sharp_model(1)
+    model = tiny_model if which == "tiny" else make_sharp_model(1)
     bs = model.config.block_size
     seq = tokens(2, bs, seed=1)
     full = model(seq)[0]  # (2, 16, V): the reference, no cache
@@ -70,7 +58,7 @@ def test_one_token_at_a_time_equals_the_full_forward(tiny_model, which):
 @torch.no_grad()
 @pytest.mark.parametrize("chunks", [[16], [1] * 16, [1, 15], [3, 5, 8], [7, 7, 2], [4, 4, 4, 4], [10, 1, 1, 4]])
 def test_chunked_prefill_equals_the_full_forward(tiny_model, chunks):
-    model = sharp_model(2)
+    model = make_sharp_model(2)
     seq = tokens(3, 16, seed=2)
     full = model(seq)[0]
     cache = model.new_cache(3)
@@ -126,7 +114,7 @@ def test_next_logits_restarts_from_half_a_block():
     (16 tokens); the next token then restarts it from the last 16 // 2 = 8 tokens, and it grows
     again to 16. With a 3-token prompt the windows are 3, 4, ..., 16, then 8, 9, ..., 16, then 8, ..."""
     expected = list(range(3, 17)) + list(range(8, 17)) + list(range(8, 17)) + [8, 9]  # 14 + 9 + 9 + 2 = 34 steps
-    assert cached_windows(sharp_model(3), 3, 34) == expected
+    assert cached_windows(make_sharp_model(3), 3, 34) == expected
 
 
 @pytest.mark.parametrize("prompt_length, expected", [
@@ -134,7 +122,7 @@ def test_next_logits_restarts_from_half_a_block():
     (20, [16] + list(range(8, 17)) + [8]),   # longer than block_size: its last 16 tokens are read
 ])
 def test_next_logits_with_long_prompts(prompt_length, expected):
-    assert cached_windows(sharp_model(3), prompt_length, len(expected)) == expected
+    assert cached_windows(make_sharp_model(3), prompt_length, len(expected)) == expected
 
 
 def test_cache_with_a_one_token_block():
@@ -164,7 +152,7 @@ def hand_greedy_windows(model, idx, n):
 
 @pytest.mark.parametrize("which", ["tiny", "sharp"])
 def test_cached_greedy_equals_uncached_within_block_size(tiny_model, which):
-    model = tiny_model if which == "tiny" else sharp_model(5)
+    model = tiny_model if which == "tiny" else make_sharp_model(5)
     idx = tokens(2, 4, seed=5)
     # 4 + 13 = 17: the 13th token is chosen from 16 positions, the last that fit a block
     cached = generate(model, idx, 13, temperature=0, use_cache=True)
@@ -173,7 +161,7 @@ def test_cached_greedy_equals_uncached_within_block_size(tiny_model, which):
 
 @pytest.mark.parametrize("which", ["tiny", "sharp"])
 def test_cached_beam_search_equals_uncached_within_block_size(tiny_model, which):
-    model = tiny_model if which == "tiny" else sharp_model(6)
+    model = tiny_model if which == "tiny" else make_sharp_model(6)
     idx = tokens(1, 4, seed=6)
     beams, scores = beam_search(model, idx, 13, num_beams=3, use_cache=True)
     beams0, scores0 = beam_search(model, idx, 13, num_beams=3, use_cache=False)
@@ -182,7 +170,7 @@ def test_cached_beam_search_equals_uncached_within_block_size(tiny_model, which)
 
 
 def test_generation_past_block_size_with_the_cache(tiny_model):
-    model = sharp_model(7)
+    model = make_sharp_model(7)
     idx = tokens(2, 4, seed=7)
     n = 3 * model.config.block_size  # 48 new tokens, 52 positions
     cached = generate(model, idx, n, temperature=0, use_cache=True)
@@ -202,7 +190,7 @@ def test_generation_past_block_size_with_the_cache(tiny_model):
 
 
 def test_beam_search_past_block_size_with_the_cache(tiny_model):
-    model = sharp_model(8)
+    model = make_sharp_model(8)
     idx = tokens(1, 5, seed=8)
     beams, scores = beam_search(model, idx, 40, num_beams=3, use_cache=True)
     assert beams.shape == (3, 45) and scores.shape == (3,)
@@ -228,7 +216,7 @@ def test_batched_rows_equal_each_row_alone(settings, use_cache):
     """Three different prompts decoded together, one seeded generator per row, equal each prompt
     decoded alone with its own seed: the penalties are counted per row (a count shared across
     the batch would change the rows), and each row draws from its own generator."""
-    model = sharp_model(9)
+    model = make_sharp_model(9)
     idx = torch.stack([tokens(1, 6, seed=20)[0], tokens(1, 6, seed=21)[0], torch.tensor([5, 5, 5, 9, 9, 9])])
     seeds = [10, 11, 12]
     n = 30  # past block_size: the cache restarts as well
@@ -245,7 +233,7 @@ def test_batched_rows_equal_each_row_alone(settings, use_cache):
 def test_penalties_are_counted_per_row():
     """Greedy with strong penalties on two different prompts: each row must decode as it does
     alone, so the contexts and counts of one row must not leak into the other."""
-    model = sharp_model(10)
+    model = make_sharp_model(10)
     idx = torch.cat([tokens(1, 5, seed=30), tokens(1, 5, seed=31)])
     kw = dict(temperature=0, repetition_penalty=2.0, frequency_penalty=1.5, presence_penalty=1.0)
     batched = generate(model, idx, 20, **kw)

@@ -22,7 +22,7 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from conftest import make_tiny_model
+from conftest import make_sharp_model, make_tiny_model
 from sampling import (
     Decoding,
     apply_temperature,
@@ -663,20 +663,8 @@ def test_temperature_zero_is_a_hand_rolled_greedy_loop(tiny_model):
                        hand_greedy(tiny_model, idx, 30))
 
 
-def sharp_model(seed=0):
-    """The tiny model with larger random weights, so that its distributions are far from uniform
-    and penalties change the argmax often."""
-    model = make_tiny_model(seed)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
-
-
 def test_greedy_with_penalties_is_a_hand_rolled_loop():
-    model = sharp_model(1)
+    model = make_sharp_model(1)
     idx = prompt(B=3, T=6, seed=1)
     for rep, freq, pres in [(1.5, 0.0, 0.0), (1.0, 0.8, 0.0), (1.0, 0.0, 1.5), (1.3, 0.4, 0.6), (0.7, -0.5, 0.0)]:
         ours = generate(model, idx, 25, temperature=0, repetition_penalty=rep, frequency_penalty=freq,
@@ -788,7 +776,7 @@ def summed_log_prob(model, seq, prompt_length):
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
 @pytest.mark.parametrize("which", ["tiny", "sharp"])
 def test_beam_scores_are_recomputed_log_probabilities(tiny_model, which, length_penalty):
-    model = tiny_model if which == "tiny" else sharp_model(2)
+    model = tiny_model if which == "tiny" else make_sharp_model(2)
     idx = prompt(B=1, T=4, seed=3)
     n = 10  # 4 + 10 = 14 positions: within block_size
     beams, scores = beam_search(model, idx, n, num_beams=3, length_penalty=length_penalty)
@@ -813,7 +801,7 @@ def test_beam_scores_past_block_size_without_cache(tiny_model):
 def test_wide_beam_equals_exhaustive_search():
     """Two new tokens with num_beams = V keeps every first token, so beam search is exact: its
     beams must be the top V of all V * V two-token continuations, scored independently."""
-    model = sharp_model(3)
+    model = make_sharp_model(3)
     idx = prompt(B=1, T=5, seed=5)
     first = F.log_softmax(model(idx)[0][0, -1].double(), -1)  # (V,)
     seqs = torch.cat([idx.expand(V, -1), torch.arange(V)[:, None]], dim=1)  # (V, 6): every first token
@@ -849,7 +837,7 @@ def hf_copy(model):
 
 @pytest.fixture(scope="module", params=["tiny", "sharp"])
 def model_pair(request):
-    model = make_tiny_model() if request.param == "tiny" else sharp_model(4)
+    model = make_tiny_model() if request.param == "tiny" else make_sharp_model(4)
     return model, hf_copy(model)
 
 
