@@ -146,7 +146,8 @@ def print_beams(model, idx, args, itos):
     for i in range(min(args.num_samples, args.num_beams)):
         if i:
             print("---------------")
-        print(f"[beam {i + 1} of {args.num_beams}, mean log-probability {scores[i].item():.4f}]")
+        print(f"[beam {i + 1} of {args.num_beams}, log-probability / length^{args.length_penalty:g} "
+              f"= {scores[i].item():.4f}]")
         print(checkpoint.decode(beams[i], itos))
 
 
@@ -197,12 +198,13 @@ def walk(model, idx, decoding, args, itos):
         else:
             print(itos[next_id.item()], end="", flush=True)
     print()
-    return idx
 
 
 def walkthrough(model, idx, args, itos):
+    """The five-method lesson, or the one strategy the decoding flags chose."""
     if not args.lesson:
-        return walk(model, idx, args.decoding, args, itos)
+        walk(model, idx, args.decoding, args, itos)
+        return
     for number, (name, formula, decoding) in enumerate(LESSON, 1):
         flags = describe(decoding) or "--temperature 1"
         print(f"\n{'=' * 78}\n{number}. {name}: {formula}\n   python sample.py --walkthrough {flags}\n{'=' * 78}")

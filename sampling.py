@@ -272,8 +272,9 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
              typical_p=None, repetition_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0,
              no_repeat_ngram_size=0, generator=None, use_cache=True):
     """Extend idx (B, T) by max_new_tokens: returns (B, T + max_new_tokens)."""
-    decoding = Decoding(temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
-                        frequency_penalty, presence_penalty, no_repeat_ngram_size)
+    decoding = Decoding(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                        repetition_penalty=repetition_penalty, frequency_penalty=frequency_penalty,
+                        presence_penalty=presence_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
     new = list(stream(model, idx, max_new_tokens, decoding, generator, use_cache))  # max_new_tokens x (B, 1)
     return torch.cat([idx, *new], dim=1)  # (B, T + max_new_tokens)
 

@@ -241,6 +241,12 @@ def write_csv(rows, path):
     write_atomically(path, write)
 
 
+def read_csv(path):
+    """{strategy: {measure: value}}: the table write_csv() wrote."""
+    with open(path, newline="") as f:
+        return {row.pop("strategy"): {key: float(value) for key, value in row.items()} for row in csv.DictReader(f)}
+
+
 def label_points(ax, points, names, colors, marker_sizes):
     """Write each name to the right of its point (x, y), inside the axes; a label that would
     cover a point or a label already written moves up or down to the nearest free place, with

@@ -74,7 +74,7 @@ def test_temperature_zero_is_greedy_and_needs_no_seed(ckpt, capsys):
 
 def test_beam_search(ckpt, capsys):
     out = run_main(capsys, "--ckpt", ckpt, "--max_new_tokens", "20", "--num_beams", "3", "--num_samples", "2")
-    assert out.count("[beam ") == 2 and "[beam 1 of 3, mean log-probability" in out
+    assert out.count("[beam ") == 2 and "[beam 1 of 3, log-probability / length^1 = " in out
 
 
 def test_walkthrough_is_the_lesson(ckpt, capsys):

@@ -116,3 +116,10 @@ def test_bad_sizes_are_rejected(files, capsys):
         run(files, "--num_prompts", "0")
     assert exit.value.code == 2
     assert capsys.readouterr().err == "error: --num_prompts must be >= 1, got 0 (see --help)\n"
+
+
+def test_csv_round_trip(tmp_path):
+    rows = {"greedy": {key: 0.5 for key, _, _ in study.COLUMNS},
+            study.HUMAN: {key: 1.25 for key, _, _ in study.COLUMNS}}
+    study.write_csv(rows, str(tmp_path / "study.csv"))
+    assert study.read_csv(str(tmp_path / "study.csv")) == rows
