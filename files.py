@@ -1,0 +1,33 @@
+"""
+Write a file so that it is either wholly there or not changed at all.
+
+    write_atomically("docs/study.csv", lambda f: f.write(b"..."))
+
+Every file the project writes (checkpoints, prepared data, the study's table, figures) goes
+through write_atomically(): the bytes go to a new temporary file in the same folder, created
+with a fresh random name (never through an existing file or a link planted at a fixed name),
+which is renamed over the target only once it is complete. A crash, a full disk or Ctrl-C
+leaves the old file whole and no temporary file behind.
+"""
+import os
+import tempfile
+
+
+def write_atomically(path, write):
+    """Call write(f) on a new temporary binary file beside `path`, then rename it to `path`.
+
+    The file gets the permissions a plainly created file would get (0666 less the umask).
+    Any exception, KeyboardInterrupt included, removes the temporary file and propagates."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
