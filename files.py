@@ -16,9 +16,10 @@ import tempfile
 def write_atomically(path, write):
     """Call write(f) on a new temporary binary file beside `path`, then rename it to `path`.
 
-    The file gets the permissions a plainly created file would get (0666 less the umask).
+    Missing folders on the way are created. The file gets the permissions a plainly created file would get (0666 less the umask).
     Any exception, KeyboardInterrupt included, removes the temporary file and propagates."""
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

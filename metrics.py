@@ -66,13 +66,6 @@ def mean_line_length(text):
     return sum(map(len, lines)) / len(lines) if lines else 0.0
 
 
-def entropy(logits):
-    """H = -sum_i p_i ln p_i of p = softmax(logits), in nats (divide by ln 2 for bits): 0 when one
-    token is certain, ln V when all V are equally likely. (..., V) -> (...)"""
-    log_p = F.log_softmax(logits, dim=-1)  # (..., V)
-    return -(log_p.exp() * log_p).nansum(dim=-1)  # (...,); nansum: a removed token (-inf) adds 0
-
-
 def _rows(ids, device):
     """ids as a (B, T) long tensor on device; a list or a (T,) tensor is one row."""
     ids = torch.as_tensor(ids, dtype=torch.long, device=device)

@@ -83,20 +83,41 @@ class KVCache:
     """The keys and values every layer has computed so far, so that each new token costs one
     position instead of the whole context again.
 
-    k, v: (L, B, H, block_size, D), filled up to `length` (the same in every layer)."""
+    k, v: (L, B, H, block_size, D), filled up to `length` positions (the same in every layer).
+    The cache alone moves `length`: the model appends each layer's new positions, then
+    advance()s; a decoder may reset() it or truncate() it back to an earlier length (to take
+    back tokens it rejected)."""
 
     def __init__(self, config, batch_size, device=None, dtype=torch.float32):
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
+        self._length = 0
+
+    @property
+    def length(self):
+        """Positions filled."""
+        return self._length
 
     def append(self, layer, k, v):
-        """Store k, v (B, H, T, D) after the cached positions; return all so far, (B, H, length + T, D)."""
-        end = self.length + k.size(2)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
+        """Store k, v (B, H, T, D) after the filled positions; return all so far, (B, H, length + T, D)."""
+        end = self._length + k.size(2)
+        self.k[layer, :, :, self._length:end] = k
+        self.v[layer, :, :, self._length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n):
+        """Count the n positions every layer has just appended as filled."""
+        self._length += n
+
+    def truncate(self, length):
+        """Forget every position from `length` on (what was stored there is overwritten later)."""
+        assert 0 <= length <= self._length, f"cannot truncate {self._length} positions to {length}"
+        self._length = length
+
+    def reset(self):
+        """Forget every position."""
+        self.truncate(0)
 
     def reorder(self, rows):
         """Keep the rows (B',) of the batch, in that order (beam search follows its surviving beams)."""
@@ -153,7 +174,7 @@ class GPT(nn.Module):
         for layer, block in enumerate(self.transformer.h):
             x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:
-            cache.length += T
+            cache.advance(T)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, C) -> (B, T, V)
         loss = None
         if targets is not None:

@@ -5,15 +5,21 @@ The pictures of the notebooks: next-token distributions as bar charts, readable 
     plots.bar_distribution(ax, probs, itos, highlight=next_id)   # probs (V,)
     plots.save(fig, "greedy_distribution.png")                   # -> docs/figures/
 
-Importing this module sets large fonts for every figure. save() writes to the folder named by
-the environment variable NANODECODE_FIGURES, by default docs/figures/ at the repository root.
+Importing this module sets large fonts for every figure. A notebook shows its figures; save()
+writes one to a file only when the environment variable NANODECODE_FIGURES names a folder, so
+that running a notebook changes no file of the repository.
+
+    python plots.py          # execute the notebooks and write the README's figures to docs/figures/
 """
+import glob
 import os
+import sys
 
 import matplotlib.pyplot as plt
 import torch
 
-from sample import visible
+from files import write_atomically
+from show import top_ids, visible
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DOCS_FIGURES = os.path.join(ROOT, "docs", "figures")
@@ -35,29 +41,20 @@ plt.rcParams.update({
 })
 
 
-def figures_dir():
-    """Where save() writes: $NANODECODE_FIGURES, or docs/figures/ at the repository root."""
-    return os.environ.get("NANODECODE_FIGURES") or DOCS_FIGURES
-
-
 def save(fig, name, dpi=100):
-    """Write fig as figures_dir()/name, through a temporary file renamed into place; returns the path."""
-    folder = figures_dir()
-    os.makedirs(folder, exist_ok=True)
+    """Write fig as $NANODECODE_FIGURES/name and return the path; None (nothing written) when the
+    variable is not set."""
+    folder = os.environ.get("NANODECODE_FIGURES")
+    if not folder:
+        return None
     path = os.path.join(folder, name)
-    fig.savefig(path + ".tmp.png", dpi=dpi, bbox_inches="tight")
-    os.replace(path + ".tmp.png", path)
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
     return path
 
 
 def labels(ids, itos):
     """The characters of ids, whitespace made visible: [0, 1, 13] -> ['⏎', '·', 'A']."""
     return [visible(itos[int(i)]) for i in ids]
-
-
-def top_ids(probs, n):
-    """The ids of the n most likely tokens of probs (V,), most likely first; ties by lowest id."""
-    return torch.argsort(probs, descending=True, stable=True)[:n]
 
 
 def bar_distribution(ax, probs, itos, highlight=None, removed=None, ids=None, title=None):
@@ -132,3 +129,21 @@ def beam_tree(ax, steps, itos, finals, title=None):
     ax.spines[["left", "bottom"]].set_visible(False)
     ax.tick_params(length=0)
     return ax
+
+
+def main():
+    """Execute every notebook with NANODECODE_FIGURES=docs/figures: the figures they save are the README's."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    os.environ["NANODECODE_FIGURES"] = DOCS_FIGURES
+    for path in sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb"))):
+        print(f"running {os.path.relpath(path, ROOT)}", flush=True)
+        notebook = nbformat.read(path, as_version=4)
+        NotebookClient(notebook, kernel_name="python3", timeout=600,
+                       resources={"metadata": {"path": os.path.dirname(path)}}).execute()
+    print(f"figures written to {os.path.relpath(DOCS_FIGURES, ROOT)}/")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

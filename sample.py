@@ -4,16 +4,21 @@ Sample from a trained model, and watch how the next character is chosen.
     python sample.py                                   # the shipped model, pure sampling
     python sample.py --start "ROMEO:" --temperature 0.8 --top_k 10
     python sample.py --temperature 0                   # greedy
-    python sample.py --num_beams 4                     # beam search
+    python sample.py --temperature 0 --dry_multiplier 0.8   # greedy, kept out of its loops
+    python sample.py --stop "\\n\\n" --num_samples 3      # three speeches, each ending at a blank line
+    python sample.py --num_beams 4 --stop "\\n\\n"        # beam search over whole speeches
+    python sample.py --logprobs 3 --max_new_tokens 20  # each character's log-probability
     python sample.py --walkthrough                     # the lesson: five methods, step by step
     python sample.py --walkthrough --top_p 0.9         # one strategy, step by step
     python sample.py --compare                         # every strategy on the same prompt
 
-In --start, \\n stands for a newline.
+In --start, --stop, --logit_bias and --dry_sequence_breakers, \\n stands for a newline.
 """
 import argparse
 import os
+import re
 import sys
+from dataclasses import fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +26,19 @@ import torch.nn.functional as F
 import checkpoint
 import metrics
 import sampling
+from cli import Parser, unescape
 from sampling import Decoding
+from show import candidates_table, logprobs_table, visible
 
 ARTICLE_PROMPT = "\nAnd Nero "  # the prompt of the article the lesson follows: ids [0, 13, 52, 42, 1, 26, 43, 56, 53, 1]
 
 # The lesson of --walkthrough: the five methods in the order the article teaches them.
 LESSON = [
     ("greedy", "next = argmax(logits)", Decoding(temperature=0)),
-    ("multinomial sampling", "next ~ softmax(logits)", Decoding()),
-    ("temperature", "next ~ softmax(logits / T): T > 1 flattens, T < 1 sharpens", Decoding(temperature=2.0)),
+    ("multinomial sampling", "next ~ softmax(logits): one categorical draw", Decoding()),
+    ("temperature", "next ~ softmax(logits / τ): τ > 1 flattens, τ < 1 sharpens", Decoding(temperature=2.0)),
     ("top-k", "only the k most likely characters stay in the draw", Decoding(temperature=2.0, top_k=5)),
-    ("repetition penalty", "characters already in the context: z / theta if z > 0, else z * theta",
+    ("repetition penalty", "characters already in the context: z / θ if z > 0, else z · θ (Hugging Face's rule)",
      Decoding(temperature=0, repetition_penalty=1.3)),
 ]
 
@@ -44,40 +51,71 @@ COMPARE = [
     ("top-p 0.9", Decoding(top_p=0.9)),
     ("min-p 0.1", Decoding(min_p=0.1)),
     ("greedy + repetition penalty 1.3", Decoding(temperature=0, repetition_penalty=1.3)),
+    ("greedy + DRY 0.8", Decoding(temperature=0, dry_multiplier=0.8)),
 ]
 COMPARE_BEAMS = 4
+MAX_SAMPLES = 1000  # rows decoded together; each holds a KV cache of about 1 MB for the shipped model
+MAX_BEAMS = 64
+MAX_SEED = 2 ** 63 - 1 - MAX_SAMPLES  # torch seeds are 64-bit; sample i uses seed + i
 
-DECODING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
-                  "frequency_penalty", "presence_penalty", "no_repeat_ngram_size")
+
+# ----------------------------------------------------------------------------- flags
+
+def parse_bias(text):
+    """'e:-5,z:+2' -> (('e', -5.0), ('z', 2.0)); a character may be ',' or ':' itself, '\\n' a newline."""
+    text, entries, at = unescape(text), [], 0
+    entry = re.compile(r"(.):([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:,|$)", re.DOTALL)
+    while at < len(text):
+        match = entry.match(text, at)
+        if not match:
+            raise argparse.ArgumentTypeError(f"write CHAR:BIAS entries separated by commas, as 'e:-5,z:+2', "
+                                             f"not {text[at:]!r}")
+        entries.append((match[1], float(match[2])))
+        at = match.end()
+    if not entries:
+        raise argparse.ArgumentTypeError("give at least one CHAR:BIAS entry, as 'e:-5'")
+    return tuple(entries)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
+FLAG_TYPES = {"bias": parse_bias, str: unescape}  # Decoding's kinds that are not plain int or float
+
+
+def add_decoding_flags(group):
+    """One flag per field of sampling.Decoding, with its help and range, in the order of the stages."""
+    for f in fields(Decoding):
+        rule = f"{f.metadata['rule']}; " if f.metadata["rule"] else ""
+        default = "none" if f.default in (None, ()) else repr(f.default) if isinstance(f.default, str) else f.default
+        options = dict(type=FLAG_TYPES.get(f.metadata["kind"], f.metadata["kind"]), help=f"{f.metadata['help']} ({rule}default {default})")
+        if f.name == "stop":
+            options["action"] = "append"
+        if f.name == "order":
+            options["choices"] = sampling.ORDERS
+        group.add_argument(f"--{f.name}", **options)
 
 
 def build_parser():
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=checkpoint.DEFAULT_CKPT, help="checkpoint file (ours or nanoGPT's)")
     p.add_argument("--meta", help="meta.pkl with the vocabulary, for checkpoints that do not carry one")
-    p.add_argument("--start", help="the prompt (default: a newline; the article's '\\nAnd Nero ' for the lessons)")
-    p.add_argument("--num_samples", type=int, default=1, help="samples to draw, decoded together in one batch")
+    p.add_argument("--start", type=unescape,
+                   help="the prompt (default: a newline; the article's '\\nAnd Nero ' for the lessons)")
+    p.add_argument("--num_samples", type=int, default=1,
+                   help=f"samples to draw, decoded together in one batch (at most {MAX_SAMPLES})")
     p.add_argument("--max_new_tokens", type=int, help="characters to generate (default 500; 100 with --walkthrough)")
     p.add_argument("--seed", type=int, default=1337, help="seed of the draws: the same seed gives the same text")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps")
-    g = p.add_argument_group("decoding (applied in this order)")
-    g.add_argument("--repetition_penalty", type=float, help="CTRL: divide seen characters' positive logits by this, multiply negative ones (default 1: off)")
-    g.add_argument("--frequency_penalty", type=float, help="subtract this times how often a character was generated (-2..2, default 0)")
-    g.add_argument("--presence_penalty", type=float, help="subtract this once from every character generated so far (-2..2, default 0)")
-    g.add_argument("--no_repeat_ngram_size", type=int, help="never repeat a run of this many characters (default 0: off)")
-    g.add_argument("--temperature", type=float, help="divide the logits by this; 0 is greedy (default 1)")
-    g.add_argument("--top_k", type=int, help="keep only the k most likely characters")
-    g.add_argument("--top_p", type=float, help="keep the most likely characters until their probability reaches p (nucleus)")
-    g.add_argument("--min_p", type=float, help="keep characters at least min_p times as likely as the most likely one")
-    g.add_argument("--typical_p", type=float, help="keep the characters of typical surprise until their mass reaches p")
-    g.add_argument("--num_beams", type=int, default=1, help="beam search with this many beams (1: off)")
-    g.add_argument("--length_penalty", type=float, default=1.0, help="beam score = log-probability / length^this")
-    g.add_argument("--no_cache", action="store_true", help="recompute the whole context at every step (slow, for comparison)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    p.add_argument("--logprobs", type=int, default=0,
+                   help="after each sample, every character's log-probability and the K most likely "
+                        "alternatives, from the distribution it was drawn from (after every stage; greedy: after "
+                        "the penalties, at temperature 1)")
+    g = p.add_argument_group("decoding (the stages, in Hugging Face's order; a stage at its default is off)")
+    add_decoding_flags(g)
+    b = p.add_argument_group("beam search")
+    b.add_argument("--num_beams", type=int, default=1, help=f"beam search with this many beams (1: off; at most {MAX_BEAMS})")
+    b.add_argument("--length_penalty", type=float, default=1.0,
+                   help="finished hypothesis score = log-probability / length^this; it matters only when "
+                        "hypotheses end at different lengths, that is with --stop (in [-10, 10])")
+    b.add_argument("--no_cache", action="store_true", help="recompute the whole context at every step (slow, for comparison)")
     m = p.add_argument_group("lessons")
     m.add_argument("--walkthrough", action="store_true", help="print ids, shapes and the candidates after each stage, step by step")
     m.add_argument("--steps", type=int, default=3, help="steps shown in detail by --walkthrough")
@@ -90,132 +128,219 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.max_new_tokens is None:
         args.max_new_tokens = 100 if args.walkthrough or args.compare else 500
-    for name in ("max_new_tokens", "steps"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.num_samples < 1:
-        parser.error(f"--num_samples must be >= 1, got {args.num_samples}")
-    if args.num_beams < 1:
-        parser.error(f"--num_beams must be >= 1, got {args.num_beams}")
+    ranges = [("max_new_tokens", 0, 1_000_000), ("steps", 0, 1_000_000), ("num_samples", 1, MAX_SAMPLES),
+              ("num_beams", 1, MAX_BEAMS), ("seed", 0, MAX_SEED), ("logprobs", 0, 1_000_000)]
+    for name, low, high in ranges:
+        if not low <= getattr(args, name) <= high:
+            parser.error(f"--{name} must be in [{low}, {high}], got {getattr(args, name)}")
+    if not -10 <= args.length_penalty <= 10:
+        parser.error(f"--length_penalty must be in [-10, 10], got {args.length_penalty}")
     if args.walkthrough and args.compare:
         parser.error("choose one of --walkthrough and --compare")
-    chosen = {k: getattr(args, k) for k in DECODING_FLAGS if getattr(args, k) is not None}
+    chosen = {f.name: getattr(args, f.name) for f in fields(Decoding) if getattr(args, f.name) is not None}
+    chosen["stop"] = tuple(chosen.get("stop", ()))
     try:
         args.decoding = Decoding(**chosen)
     except ValueError as e:
-        parser.error(f"--{e}")
-    args.lesson = args.walkthrough and not chosen  # no decoding flags: the five-method lesson
+        named = str(e).split()[0] in chosen
+        parser.error(("--" if named else "") + str(e))
+    args.lesson = args.walkthrough and not args.decoding.changed()  # no decoding flags: the five-method lesson
     if args.start is None:
         args.start = ARTICLE_PROMPT if args.walkthrough or args.compare else "\n"
-    args.start = args.start.replace("\\n", "\n")
     return args
 
 
-def visible(text):
-    """Make whitespace visible: newline -> '⏎', space -> '·'."""
-    return text.replace("\n", "⏎").replace(" ", "·")
+def check_device(name):
+    """A one-line error for a device PyTorch cannot use here, or None."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"--device {name!r} is not a device PyTorch knows (cpu, cuda, cuda:1, mps)"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {name}: PyTorch sees no CUDA GPU on this machine"
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        return f"--device {name}: there are {torch.cuda.device_count()} CUDA devices"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return f"--device {name}: PyTorch sees no Apple GPU (MPS) on this machine"
+    return None
+
+
+def check_vocabulary(args, stoi):
+    """A one-line error for a flag that names characters the model does not know, or None."""
+    named = [("--start", args.start), ("--logit_bias", "".join(c for c, _ in args.decoding.logit_bias)),
+             *(("--stop", s) for s in args.decoding.stop)]
+    for flag, text in named:
+        try:
+            checkpoint.encode(text, stoi)
+        except ValueError as e:
+            return f"{flag}: {e}"
+    if not args.start:
+        return "--start is empty: give at least one character"
+    if args.logprobs > len(stoi):
+        return f"--logprobs must be in [0, {len(stoi)}] (the vocabulary's size), got {args.logprobs}"
+    return None
 
 
 # ----------------------------------------------------------------------------- plain sampling
 
-def print_samples(model, idx, args, itos):
+def cut_stop(text, stops):
+    """text less the stop string it ends with, if any."""
+    for stop in stops:
+        if text.endswith(stop):
+            return text[:len(text) - len(stop)]
+    return text
+
+
+def pending(text, stops):
+    """How many characters at the end of text may still turn out to begin a stop string."""
+    return max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+
+
+def row_ids(steps, row):
+    """The ids a row was given, step by step, up to where it finished: (n,)."""
+    return torch.tensor([i for step in steps if (i := step.ids[row, 0].item()) >= 0], dtype=torch.long)
+
+
+def printable(text, finished, stops):
+    """How much of a row's text can be printed: all but the stop string it ends with once it has
+    finished, else all but the end that may still turn out to begin a stop string."""
+    return len(cut_stop(text, stops)) if finished else len(text) - pending(text, stops)
+
+
+def print_samples(model, idx, args, itos, stoi):
     """Decode num_samples rows in one batch; the first streams as it is generated. Sample i is
     drawn with seed + i, so it equals the single sample of a run with --seed seed+i."""
     rows = idx.repeat(args.num_samples, 1)  # (N, T)
     generators = [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.num_samples)]
-    print(checkpoint.decode(idx[0], itos), end="", flush=True)
-    new = []
-    for next_ids in sampling.stream(model, rows, args.max_new_tokens, args.decoding, generators,
-                                    use_cache=not args.no_cache):  # (N, 1) each step
-        new.append(next_ids)
-        print(itos[next_ids[0, 0].item()], end="", flush=True)
+    prompt, stops = checkpoint.decode(idx[0], itos), args.decoding.stop
+    print(prompt, end="", flush=True)
+    steps, text, shown = [], "", 0
+    for step in sampling.stream(model, rows, args.max_new_tokens, args.decoding, generators,
+                                use_cache=not args.no_cache, stoi=stoi):
+        steps.append(step)
+        text += itos[step.ids[0, 0].item()] if step.ids[0, 0] >= 0 else ""
+        ready = printable(text, step.finished[0], stops)
+        print(text[shown:ready], end="", flush=True)
+        shown = max(shown, ready)
     print()
-    if args.num_samples > 1 and new:
-        others = torch.cat(new, dim=1)[1:]  # (N - 1, max_new_tokens)
-        for ids in others:
-            print("---------------")
-            print(checkpoint.decode(idx[0], itos) + checkpoint.decode(ids, itos))
-
-
-def print_beams(model, idx, args, itos):
-    ignored = [f"--{k}" for k in DECODING_FLAGS if getattr(args, k) is not None]
-    if ignored:
-        print(f"note: beam search keeps the most likely sequences and ignores {', '.join(ignored)}", file=sys.stderr)
-    beams, scores = sampling.beam_search(model, idx, args.max_new_tokens, args.num_beams, args.length_penalty,
-                                         use_cache=not args.no_cache)
-    for i in range(min(args.num_samples, args.num_beams)):
+    for i in range(args.num_samples):
+        ids = row_ids(steps, i)
+        text = cut_stop(checkpoint.decode(ids, itos), stops)
         if i:
             print("---------------")
-        print(f"[beam {i + 1} of {args.num_beams}, log-probability / length^{args.length_penalty:g} "
-              f"= {scores[i].item():.4f}]")
-        print(checkpoint.decode(beams[i], itos))
+            print(prompt + text)
+        if steps and steps[-1].finished[i] and len(text) == len(ids):
+            print(f"note: sample {i + 1} ended after {len(ids)} characters: the settings left no character "
+                  f"to draw", file=sys.stderr)
+        if args.logprobs:
+            drawn = [step.logits[i] for step in steps if step.ids[i, 0] >= 0][:len(text)]
+            print(f"log-probabilities of sample {i + 1}, from the distribution each character was drawn from:")
+            print(logprobs_table(ids[:len(text)], torch.stack(drawn) if drawn else torch.zeros(0, len(itos)),
+                                 itos, args.logprobs))
+
+
+def print_beams(model, idx, args, itos, stoi):
+    ignored = [f"--{name}" for name in args.decoding.changed() if name != "stop"]
+    if ignored:
+        print(f"note: beam search keeps the most likely continuations and ignores {', '.join(ignored)}",
+              file=sys.stderr)
+    stops = [checkpoint.encode(s, stoi) for s in args.decoding.stop]
+    hypotheses = sampling.beam_search(model, idx, args.max_new_tokens, args.num_beams, args.length_penalty,
+                                      stops, use_cache=not args.no_cache)
+    for i, (ids, score) in enumerate(hypotheses[:args.num_samples]):
+        if i:
+            print("---------------")
+        generated = ids.size(0) - idx.size(1)
+        print(f"[beam {i + 1} of {args.num_beams}: log-probability / {generated}^{args.length_penalty:g} = {score:.4f}]")
+        print(cut_stop(checkpoint.decode(ids, itos), args.decoding.stop))
 
 
 # ----------------------------------------------------------------------------- --walkthrough
 
-def candidates_table(logits, itos, rows=6):
-    """The most likely characters of logits (V,): character, logit, probability."""
-    probs = F.softmax(logits, dim=-1)  # (V,)
-    kept = int(torch.isfinite(logits).sum())
-    lines = [f"      {'char':<6}{'logit':>8}{'prob':>8}    ({kept} of {logits.numel()} characters can be drawn)"]
-    for i in torch.argsort(probs, descending=True, stable=True)[:rows].tolist():
-        lines.append(f"      {visible(itos[i])!r:<6}{logits[i].item():>8.3f}{probs[i].item():>8.3f}")
-    return "\n".join(lines)
+def print_step(number, events, step, context, itos, cached):
+    """One step in detail, from the events stream() reported: the ids fed to the model, its
+    logits, every stage that changed them, and the character chosen."""
+    fed, logits = dict(events)["ids"], dict(events)["logits"]
+    print(f"\nstep {number}: ids {tuple(fed.shape)} -> model{' + KV cache' if cached else ''} -> logits "
+          f"{tuple(fed.shape) + (logits.size(-1),)} -> last position {tuple(logits.shape)}")
+    print("   softmax(logits):\n" + candidates_table(logits[0], itos))
+    before = logits
+    for name, after in events[2:]:
+        if not torch.equal(after, before):
+            print(f"   after {name}:\n" + candidates_table(after[0], itos))
+        before = after
+    chosen = step.ids[0, 0].item()
+    if chosen < 0:
+        print("   nothing left to draw: the sample ends here")
+        return
+    print(f"   chose: {visible(itos[chosen])!r} (id {chosen})  "
+          f"sequence {tuple(context.shape)}: {visible(checkpoint.decode(context[0], itos))[-60:]!r}")
 
 
-def walk(model, idx, decoding, args, itos):
-    """Decode with `decoding`, printing every stage of the first args.steps steps, then stream."""
+def other_order(decoding, events, context, prompt_length, itos, stoi):
+    """What the same settings give in the other order, on the first step's logits, when it differs."""
+    if decoding.is_random:
+        return
+    other = replace(decoding, order="hf" if decoding.order == "llama.cpp" else "llama.cpp")
+    raw = dict(events)["logits"]
+    run = sampling.Run(context[:, :-1], prompt_length)
+    ours, theirs = events[-1][1], sampling.process(raw, run, other.stages(stoi))
+    difference = 0.5 * (F.softmax(ours, -1) - F.softmax(theirs, -1)).abs().sum().item()  # total variation
+    if difference > 1e-6:
+        print(f"   the same settings in {'llama.cpp' if other.order == 'llama.cpp' else 'Hugging Face'}'s order "
+              f"(--order {other.order}) end with another distribution (total variation {difference:.3f}):\n"
+              + candidates_table(theirs[0], itos))
+
+
+def walk(model, idx, decoding, args, itos, stoi):
+    """Decode with `decoding`, printing every stage of the first args.steps steps, then the rest."""
     generator = torch.Generator(args.device).manual_seed(args.seed)
-    prompt_length = idx.size(1)
-    print(f"prompt {visible(checkpoint.decode(idx[0], itos))!r} -> ids {idx[0].tolist()[:12]}"
-          f"{' ...' if prompt_length > 12 else ''}, shape {tuple(idx.shape)}")
-    if args.steps == 0:
-        print(checkpoint.decode(idx[0], itos), end="", flush=True)
-    for step in range(args.max_new_tokens):
-        context = idx[:, -model.config.block_size:]  # (1, T)
-        with torch.no_grad():
-            all_logits, _ = model(context)  # (1, T, V)
-        logits = all_logits[:, -1, :]  # (1, V): the prediction after the last character
-        detailed = step < args.steps
-        if detailed:
-            print(f"\nstep {step + 1}: ids {tuple(context.shape)} -> model -> logits {tuple(all_logits.shape)}"
-                  f" -> last position {tuple(logits.shape)}")
-            print("   softmax(logits):\n" + candidates_table(logits[0], itos))
-        for name, stage in decoding.stages(prompt_length):
-            new_logits = stage(logits, idx)
-            if detailed and not torch.equal(new_logits, logits):
-                print(f"   after {name}:\n" + candidates_table(new_logits[0], itos))
-            logits = new_logits
-        next_id = decoding.choose(logits, generator)  # (1, 1)
-        idx = torch.cat((idx, next_id), dim=1)  # (1, T + 1)
-        if detailed:
-            how = "argmax" if decoding.is_greedy else "drawn"
-            print(f"   {how}: {visible(itos[next_id.item()])!r} (id {next_id.item()})  "
-                  f"sequence {tuple(idx.shape)}: {visible(checkpoint.decode(idx[0], itos))[-60:]!r}")
-            if step + 1 == min(args.steps, args.max_new_tokens):
-                print("\n...the remaining characters, chosen the same way:\n")
-                print(checkpoint.decode(idx[0], itos), end="", flush=True)
-        else:
-            print(itos[next_id.item()], end="", flush=True)
+    prompt, stops = checkpoint.decode(idx[0], itos), decoding.stop
+    print(f"prompt {visible(prompt)!r} -> ids {idx[0].tolist()[:12]}{' ...' if idx.size(1) > 12 else ''}, "
+          f"shape {tuple(idx.shape)}")
+    events, context, text, shown = [], idx, "", 0
+    if args.steps == 0 or args.max_new_tokens == 0:
+        print(prompt, end="")
+    for number, step in enumerate(sampling.stream(model, idx, args.max_new_tokens, decoding, generator,
+                                                  not args.no_cache, stoi, lambda *event: events.append(event)), 1):
+        if step.ids[0, 0] >= 0:
+            context = torch.cat((context, step.ids), dim=1)  # (1, T + 1)
+            text += itos[step.ids[0, 0].item()]
+        if number <= args.steps:
+            print_step(number, events, step, context, itos, cached=number > 1 and not args.no_cache)
+            if number == 1:
+                other_order(decoding, events, context, idx.size(1), itos, stoi)
+        if number == min(args.steps, args.max_new_tokens) > 0:
+            print("\n...the remaining characters, chosen the same way:\n")
+            print(prompt, end="")
+        if number >= args.steps:
+            ready = printable(text, step.finished[0], stops)
+            print(text[shown:ready], end="", flush=True)
+            shown = max(shown, ready)
+        events.clear()
     print()
 
 
-def walkthrough(model, idx, args, itos):
+def walkthrough(model, idx, args, itos, stoi):
     """The five-method lesson, or the one strategy the decoding flags chose."""
     if not args.lesson:
-        walk(model, idx, args.decoding, args, itos)
+        walk(model, idx, args.decoding, args, itos, stoi)
         return
     for number, (name, formula, decoding) in enumerate(LESSON, 1):
         flags = describe(decoding) or "--temperature 1"
         print(f"\n{'=' * 78}\n{number}. {name}: {formula}\n   python sample.py --walkthrough {flags}\n{'=' * 78}")
-        walk(model, idx, decoding, args, itos)
+        walk(model, idx, decoding, args, itos, stoi)
 
 
 def describe(decoding):
-    """The sample.py flags that select `decoding`."""
-    default = Decoding()
-    return " ".join(f"--{k} {getattr(decoding, k):g}" for k in DECODING_FLAGS
-                    if getattr(decoding, k) != getattr(default, k))
+    """The sample.py flags that select `decoding`: '--temperature 2 --top_k 5'."""
+    parts = []
+    for name, value in decoding.changed().items():
+        values = value if name == "stop" else [sampling.format_bias(value) if name == "logit_bias" else value]
+        for v in values:
+            shown = repr(v).replace("\\\\", "\\") if isinstance(v, str) else f"{v:g}"
+            parts.append(f"--{name} {shown}")
+    return " ".join(parts)
 
 
 # ----------------------------------------------------------------------------- --compare
@@ -228,15 +353,15 @@ def summary(text):
             f"{metrics.repetition(words):.0%} repeat an earlier 4-gram")
 
 
-def compare(model, idx, args, itos):
+def compare(model, idx, args, itos, stoi):
     prompt = checkpoint.decode(idx[0], itos)
     for name, decoding in COMPARE + [(f"beam search, {COMPARE_BEAMS} beams", None)]:
         if decoding is None:
-            beams, _ = sampling.beam_search(model, idx, args.max_new_tokens, COMPARE_BEAMS)
-            new, flags = beams[0, idx.size(1):], f"--num_beams {COMPARE_BEAMS}"
+            new, flags = sampling.beam_search(model, idx, args.max_new_tokens, COMPARE_BEAMS)[0].ids[idx.size(1):], \
+                f"--num_beams {COMPARE_BEAMS}"
         else:
             generator = torch.Generator(args.device).manual_seed(args.seed)
-            new = torch.cat(list(sampling.stream(model, idx, args.max_new_tokens, decoding, generator)), dim=1)[0]
+            new = sampling.generate(model, idx, args.max_new_tokens, decoding, generator=generator, stoi=stoi)[0, idx.size(1):]
             flags = describe(decoding) or "the defaults"
         text = checkpoint.decode(new, itos)
         print(f"=== {name}  ({flags})")
@@ -246,34 +371,39 @@ def compare(model, idx, args, itos):
 
 def main(argv=None):
     args = parse_args(argv)
+    problem = check_device(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     torch.manual_seed(args.seed)
     try:
         model, meta, _ = checkpoint.load(args.ckpt, args.device, args.meta)
-        idx = torch.tensor([checkpoint.encode(args.start, meta["stoi"])], device=args.device)  # (1, T)
     except checkpoint.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:
-        print(f"error: --start: {e}", file=sys.stderr)
+    stoi, itos = meta["stoi"], meta["itos"]
+    problem = check_vocabulary(args, stoi)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    if idx.size(1) == 0:
-        print("error: --start is empty: give at least one character", file=sys.stderr)
-        return 2
-    itos = meta["itos"]
+    idx = torch.tensor([checkpoint.encode(args.start, stoi)], device=args.device)  # (1, T)
     if args.walkthrough:
-        walkthrough(model, idx, args, itos)
+        walkthrough(model, idx, args, itos, stoi)
     elif args.compare:
-        compare(model, idx, args, itos)
+        compare(model, idx, args, itos, stoi)
     elif args.num_beams > 1:
-        print_beams(model, idx, args, itos)
+        print_beams(model, idx, args, itos, stoi)
     else:
-        print_samples(model, idx, args, itos)
+        print_samples(model, idx, args, itos, stoi)
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, as a shell expects
+        print(file=sys.stderr)
+        sys.exit(130)
     except BrokenPipeError:  # the reader closed the pipe (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)

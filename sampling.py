@@ -2,17 +2,25 @@
 How a language model picks its next token: every strategy as a small pure function.
 
 Each filter or penalty takes logits (B, V) and returns new logits (B, V), with -inf for the
-tokens it removes, and never edits its input. generate() applies them in this order
-(the order of Hugging Face transformers):
+tokens it removes, and never edits its input. `Decoding` holds the settings of a strategy and
+turns them into the list of stages a token passes through; `stream()` is the one decode loop.
+The default order is the one of Hugging Face transformers:
 
-    repetition penalty -> frequency/presence penalty -> no-repeat n-gram      (penalties)
-    -> temperature -> top-k -> top-p -> min-p -> typical                      (warpers)
+    logit bias -> repetition -> frequency/presence -> DRY -> no-repeat n-gram    (penalties)
+    -> temperature (or dynamic temperature) -> top-k -> top-p -> min-p -> typical
+    -> epsilon -> eta -> top-n-sigma -> XTC -> mirostat                           (warpers)
     -> softmax -> multinomial draw (or argmax when temperature == 0)
+
+and Decoding(order="llama.cpp") gives llama.cpp's default chain, temperature last:
+
+    logit bias -> penalties -> DRY -> top-n-sigma -> top-k -> typical -> top-p -> min-p -> XTC
+    -> temperature -> draw
 
 B: batch rows, V: vocabulary size, T: tokens of context so far.
 """
-from dataclasses import dataclass
-from typing import Optional
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +34,8 @@ def greedy(logits):
 
 
 def sample(logits, generator=None):
-    """next ~ Multinomial(softmax(logits)). (B, V) -> (B, 1)
+    """next ~ Categorical(softmax(logits)): one draw from the distribution, which is what
+    torch.multinomial(probs, 1) does. (B, V) -> (B, 1)
 
     generator: a seeded torch.Generator for repeatable draws, or a list of B of them, one per
     row, so that a row of a batch draws exactly what it would draw decoded alone."""
@@ -36,16 +45,51 @@ def sample(logits, generator=None):
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
+def uniform(rows, generator=None, device=None):
+    """One number drawn uniformly from [0, 1) per row, from the row's own generator when
+    `generator` is a list of them (as sample() takes it). -> (rows,)"""
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([torch.rand(1, generator=g, device=device) for g in generator])  # (B,)
+    return torch.rand(rows, generator=generator, device=device)  # (B,)
+
+
 # ----------------------------------------------------------------------------- warpers
 
 def apply_temperature(logits, temperature):
-    """p_i = exp(z_i / T) / sum_j exp(z_j / T)  (Ackley, Hinton & Sejnowski 1985).
+    """p_i = exp(z_i / tau) / sum_j exp(z_j / tau)  (Ackley, Hinton & Sejnowski 1985).
 
-    Divides the *logits*: T < 1 sharpens the distribution, T > 1 flattens it, T -> inf tends
-    to uniform. (Dividing probabilities and applying softmax again is a common mistake.)"""
+    Divides the *logits*: tau < 1 sharpens the distribution, tau > 1 flattens it, tau -> inf
+    tends to uniform. (Dividing probabilities and applying softmax again is a common mistake.)"""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return logits / temperature  # (B, V)
+
+
+def entropy(logits):
+    """H = -sum_i p_i ln p_i of p = softmax(logits), in nats: 0 when one token is certain,
+    ln V when all V are equally likely; a removed token (-inf) adds 0. (..., V) -> (...)"""
+    log_p = F.log_softmax(logits, dim=-1)  # (..., V)
+    return -(log_p.exp() * log_p).nansum(dim=-1)  # (...,)
+
+
+def dynamic_temperature(logits, temperature, delta, exponent=1.0):
+    """Dynamic temperature (llama.cpp `llama_sampler_temp_ext_apply`, from kalomaze's "DynaTemp"):
+    a flat distribution gets a high temperature, a peaked one a low temperature:
+
+        tau = tau_min + (tau_max - tau_min) * (H / H_max)^exponent,
+        tau_min = max(0, temperature - delta),  tau_max = temperature + delta
+
+    with H the entropy of softmax(logits) over the finite logits and H_max = ln(their count),
+    per row. A row with fewer than two finite logits is left as it is; tau = 0 keeps the argmax."""
+    finite = torch.isfinite(logits)  # (B, V)
+    count = finite.sum(dim=-1, keepdim=True)  # (B, 1)
+    h_max = count.clamp(min=2).to(logits.dtype).log()  # (B, 1); rows with < 2 tokens are skipped below
+    h = entropy(logits)[:, None]  # (B, 1)
+    low, high = max(0.0, temperature - delta), temperature + delta
+    tau = low + (high - low) * (h / h_max).clamp(min=0) ** exponent  # (B, 1)
+    argmax_only = logits.masked_fill(torch.ones_like(finite).scatter(1, greedy(logits), False), float("-inf"))
+    warped = torch.where(tau > 0, logits / tau.clamp(min=1e-30), argmax_only)  # (B, V)
+    return torch.where(count >= 2, warped, logits)
 
 
 def top_k_filter(logits, k):
@@ -75,6 +119,12 @@ def top_p_filter(logits, p, min_tokens_to_keep=1):
     return logits.masked_fill(remove, float("-inf"))
 
 
+def keep_at_least(remove, logits, n):
+    """remove (B, V) with the n most likely tokens of each row taken out of it."""
+    top = torch.topk(logits, min(n, logits.size(-1)), dim=-1).indices  # (B, n)
+    return remove.scatter(1, top, False)
+
+
 def min_p_filter(logits, min_p, min_tokens_to_keep=1):
     """Min-p sampling (Nguyen et al. 2024): keep token i when p_i >= min_p * max_j p_j.
 
@@ -83,9 +133,7 @@ def min_p_filter(logits, min_p, min_tokens_to_keep=1):
         raise ValueError(f"min_p must be in [0, 1], got {min_p}")
     probs = F.softmax(logits, dim=-1)  # (B, V)
     remove = probs < min_p * probs.amax(dim=-1, keepdim=True)  # (B, V) < (B, 1)
-    keep = torch.topk(probs, min(min_tokens_to_keep, logits.size(-1)), dim=-1).indices  # (B, min_tokens_to_keep)
-    remove = remove.scatter(1, keep, False)
-    return logits.masked_fill(remove, float("-inf"))
+    return logits.masked_fill(keep_at_least(remove, probs, min_tokens_to_keep), float("-inf"))
 
 
 def typical_filter(logits, mass, min_tokens_to_keep=1):
@@ -99,8 +147,7 @@ def typical_filter(logits, mass, min_tokens_to_keep=1):
     if mass == 1:  # all the mass: every token stays (a float32 cumulative sum may reach 1 early)
         return logits.clone()
     log_probs = F.log_softmax(logits, dim=-1)  # (B, V)
-    entropy = -(log_probs * log_probs.exp()).nansum(dim=-1, keepdim=True)  # (B, 1)
-    distance = (-log_probs - entropy).abs()  # (B, V)
+    distance = (-log_probs - entropy(logits)[:, None]).abs()  # (B, V)
     sorted_distance, order = torch.sort(distance, dim=-1, descending=False)  # (B, V), most typical first
     cumulative = F.softmax(logits.gather(1, order), dim=-1).cumsum(dim=-1)  # (B, V)
     last = (cumulative < mass).sum(dim=1, keepdim=True).clamp(max=logits.size(-1) - 1)  # (B, 1)
@@ -110,15 +157,106 @@ def typical_filter(logits, mass, min_tokens_to_keep=1):
     return logits.masked_fill(remove, float("-inf"))
 
 
+def epsilon_filter(logits, epsilon, min_tokens_to_keep=1):
+    """Epsilon sampling (Hewitt et al. 2022, "Truncation Sampling as Language Model
+    Desmoothing"; Hugging Face EpsilonLogitsWarper): keep token i when p_i >= epsilon.
+
+    An absolute bar, unlike min-p's: the same epsilon on a flat and on a peaked distribution."""
+    if not 0 < epsilon < 1:
+        raise ValueError(f"epsilon_cutoff must be in (0, 1), got {epsilon}")
+    remove = F.softmax(logits, dim=-1) < epsilon  # (B, V)
+    return logits.masked_fill(keep_at_least(remove, logits, min_tokens_to_keep), float("-inf"))
+
+
+def eta_filter(logits, epsilon, min_tokens_to_keep=1):
+    """Eta sampling (Hewitt et al. 2022; Hugging Face EtaLogitsWarper): keep token i when
+
+        p_i >= eta = min(epsilon, sqrt(epsilon) * exp(-H)),   H the entropy of p in nats
+
+    The bar drops when the distribution is flat (high H), so more tokens stay there."""
+    if not 0 < epsilon < 1:
+        raise ValueError(f"eta_cutoff must be in (0, 1), got {epsilon}")
+    eta = torch.clamp(math.sqrt(epsilon) * torch.exp(-entropy(logits)), max=epsilon)[:, None]  # (B, 1)
+    remove = F.softmax(logits, dim=-1) < eta  # (B, V)
+    return logits.masked_fill(keep_at_least(remove, logits, min_tokens_to_keep), float("-inf"))
+
+
+def top_n_sigma_filter(logits, n):
+    """Top-n-sigma (Tang et al. 2024, "Top-nσ: Not All Logits Are You Need"; llama.cpp
+    `llama_sampler_top_n_sigma_apply`): keep token i when
+
+        z_i >= max_j z_j - n * sigma,   sigma the population standard deviation of the finite logits
+
+    It works on logits, not probabilities, so a temperature applied before it does not change
+    which tokens stay (both sides scale alike)."""
+    if not n > 0:
+        raise ValueError(f"top_n_sigma must be > 0, got {n}")
+    finite = torch.isfinite(logits)  # (B, V)
+    count = finite.sum(dim=-1, keepdim=True)  # (B, 1)
+    z = logits.masked_fill(~finite, 0.0)  # (B, V): -inf counts as nothing in the sums
+    mean = z.sum(dim=-1, keepdim=True) / count  # (B, 1)
+    sigma = (((z - mean) ** 2) * finite).sum(dim=-1, keepdim=True).div(count).sqrt()  # (B, 1)
+    bar = logits.amax(dim=-1, keepdim=True) - n * sigma  # (B, 1)
+    return logits.masked_fill(logits < bar, float("-inf"))
+
+
+def xtc_filter(logits, threshold, probability, generator=None):
+    """Exclude Top Choices (text-generation-webui, by p-e-w; llama.cpp `llama_sample_xtc_apply`):
+    with probability `probability` (one uniform draw per row), when at least two tokens have
+    p_i >= threshold, remove all of them but the least likely one.
+
+    The opposite of truncation: it removes the most likely tokens, to avoid the obvious
+    choice, and keeps the least likely of them so that the text stays plausible. A threshold
+    above 0.5 does nothing (two tokens cannot both pass it). Ties for the least likely: the
+    highest id stays."""
+    if not 0 <= threshold <= 1 or not 0 <= probability <= 1:
+        raise ValueError(f"xtc_threshold and xtc_probability must be in [0, 1], got {threshold}, {probability}")
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    above = probs >= threshold  # (B, V)
+    fires = (uniform(logits.size(0), generator, logits.device) < probability) & (above.sum(dim=-1) >= 2)  # (B,)
+    least_p = probs.masked_fill(~above, math.inf).amin(dim=-1, keepdim=True)  # (B, 1)
+    ids = torch.arange(logits.size(-1), device=logits.device)  # (V,)
+    least = torch.where(above & (probs == least_p), ids, -1).amax(dim=-1, keepdim=True)  # (B, 1): highest id among ties
+    remove = above & (ids != least) & fires[:, None]  # (B, V)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def mirostat_filter(logits, mu):
+    """Mirostat 2 (Basu et al. 2021, "Mirostat: A Neural Text Decoding Algorithm that Directly
+    Controls Perplexity"; llama.cpp `llama_sampler_mirostat_v2_apply`), its truncation: keep the
+    tokens whose surprise -log2 p_i is at most mu (B,), and always the most likely one."""
+    surprise = -torch.log2(F.softmax(logits, dim=-1))  # (B, V), in bits
+    remove = surprise > mu[:, None]  # (B, V)
+    return logits.masked_fill(keep_at_least(remove, logits, 1), float("-inf"))
+
+
+def mirostat_update(mu, logits, chosen, tau, eta):
+    """Mirostat 2, after the draw: mu <- mu - eta * (surprise - tau), with the surprise
+    -log2 p of the chosen token under the truncated distribution it was drawn from. Mirostat
+    steers the surprise of the text towards tau bits per token. mu (B,), chosen (B, 1) -> (B,)"""
+    surprise = -torch.log2(F.softmax(logits, dim=-1).gather(1, chosen))[:, 0]  # (B,)
+    return mu - eta * (surprise - tau)
+
+
 # ----------------------------------------------------------------------------- penalties
 
+def logit_bias(logits, bias):
+    """OpenAI's logit_bias: z_i -> z_i + b_i, a fixed number added to chosen tokens' logits
+    (bias: (V,), zero for the others). -100 practically bans a token, +100 practically forces it."""
+    return logits + bias  # (B, V) + (V,)
+
+
 def repetition_penalty(logits, context, penalty):
-    """CTRL's repetition penalty (Keskar et al. 2019), for each distinct token i in the context:
+    """The repetition penalty as Hugging Face transformers implements it (as do llama.cpp and
+    vLLM), for each distinct token i in the context:
 
         z_i -> z_i / theta  if z_i > 0,    z_i -> z_i * theta  otherwise
 
     Each token is penalised once however often it appeared; the prompt counts. theta = 1 does
-    nothing, theta > 1 discourages repeats. context: (B, T) token ids."""
+    nothing, theta > 1 discourages repeats. CTRL (Keskar et al. 2019, section 4.1), where the
+    penalty comes from, divides every generated token's logit by theta whatever its sign, which
+    *raises* a negative logit; multiplying negative logits, and counting the prompt, is Hugging
+    Face's fix (transformers PR #2303). context: (B, T) token ids."""
     if not penalty > 0:
         raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
     seen = logits.gather(1, context)  # (B, T): the logits of the context tokens
@@ -157,155 +295,477 @@ def no_repeat_ngram(logits, context, n):
     return logits.masked_fill(banned, float("-inf"))
 
 
-# ----------------------------------------------------------------------------- the pipeline
+def dry_penalty(logits, context, multiplier, base=1.75, allowed_length=2, breakers=(), window=None):
+    """DRY, "Don't Repeat Yourself" (koboldcpp, by pi6am; llama.cpp `llama_sampler_dry_apply`).
+    A token that would extend a repeat gets
+
+        z_i -> z_i - multiplier * base^(n - allowed_length)    when n >= allowed_length
+
+    where n is the length of the longest run of tokens that ends the context and also occurs
+    earlier, followed there by token i: emitting i would make the repeat n + 1 long. The
+    penalty grows exponentially with the repeat, so short common runs ("the ") cost nothing and
+    a looping paragraph soon costs more than any logit.
+
+    breakers (token ids) end repeats: the run never reaches back past the last breaker in the
+    context, and a breaker is never penalised itself. window: search only the last `window`
+    tokens (None: the whole context). The exponent is capped so that base^exponent fits a
+    float32, as llama.cpp does. context: (B, T) token ids."""
+    if multiplier == 0:
+        return logits.clone()
+    out = logits.clone()
+    max_exponent = int(88.7228391 / math.log(base)) if base > 1.000001 else None  # ln(float32 max)
+    for row in range(context.size(0)):
+        ids = context[row].tolist()[-window:] if window else context[row].tolist()
+        N = len(ids)
+        if N <= allowed_length:
+            continue
+        limit = next((i for i in range(N) if ids[N - 1 - i] in breakers), N)  # tokens after the last breaker
+        if limit < allowed_length:
+            continue
+        longest = {}  # token -> the longest repeat it would extend
+        for j in range(N - 1):  # the run ending at position j, followed there by ids[j + 1]
+            n = 0
+            while n <= j and n < limit and ids[j - n] == ids[N - 1 - n]:
+                n += 1
+            if n >= allowed_length:
+                longest[ids[j + 1]] = max(longest.get(ids[j + 1], 0), n)
+        for token, n in longest.items():
+            if token not in breakers:
+                exponent = n - allowed_length if max_exponent is None else min(n - allowed_length, max_exponent)
+                out[row, token] -= multiplier * base ** exponent
+    return out
+
+
+# ----------------------------------------------------------------------------- the settings
+
+def setting(default, kind, help, rule=None, ok=None):
+    """A Decoding field: its default, the type of its command-line value, its help text, and
+    its allowed values as words (rule) and as a test (ok). None means "off" and always passes."""
+    return field(default=default, metadata=dict(kind=kind, help=help, rule=rule, ok=ok))
+
+
+def finite_in(low, high):
+    return lambda v: math.isfinite(v) and low <= v <= high
+
+
+ORDERS = ("hf", "llama.cpp")
+
 
 @dataclass(frozen=True)
 class Decoding:
-    """The settings of one decoding strategy; the defaults are pure sampling at temperature 1."""
-    temperature: float = 1.0  # 0 means greedy
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    min_p: Optional[float] = None
-    typical_p: Optional[float] = None
-    repetition_penalty: float = 1.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    no_repeat_ngram_size: int = 0
+    """Every setting of a decoding strategy, in the order Hugging Face applies them. The
+    command line, generate() and the walkthrough all read this one list. The defaults are
+    pure sampling at temperature 1; a setting at its default changes nothing."""
+    logit_bias: tuple = setting(
+        (), "bias", "add a fixed number to chosen characters' logits, 'e:-5,z:+2' (OpenAI)",
+        "each bias in [-100, 100]", lambda v: all(-100 <= b <= 100 for _, b in v))
+    repetition_penalty: float = setting(
+        1.0, float, "each character already in the context, once: z/θ if z > 0, else z·θ "
+        "(Hugging Face's rule, also llama.cpp's and vLLM's; CTRL divides every z by θ)",
+        "in [0.001, 1000]", finite_in(1e-3, 1e3))
+    frequency_penalty: float = setting(
+        0.0, float, "subtract this times how often a character was generated (OpenAI)",
+        "in [-2, 2]", finite_in(-2, 2))
+    presence_penalty: float = setting(
+        0.0, float, "subtract this once from every character generated so far (OpenAI)",
+        "in [-2, 2]", finite_in(-2, 2))
+    penalty_last_n: Optional[int] = setting(
+        None, int, "the three penalties above look only at the last n characters (llama.cpp; default: all)",
+        ">= 1", lambda v: v >= 1)
+    dry_multiplier: float = setting(
+        0.0, float, "DRY: a character that would extend a repeat of n >= allowed_length "
+        "characters loses multiplier·base^(n - allowed_length) (llama.cpp; 0.8 is usual)",
+        "in [0, 100]", finite_in(0, 100))
+    dry_base: float = setting(1.75, float, "DRY: how fast the penalty grows with the repeat", "in [1, 10]",
+                              finite_in(1, 10))
+    dry_allowed_length: int = setting(2, int, "DRY: repeats this long cost nothing", "in [0, 1000]",
+                                      lambda v: 0 <= v <= 1000)
+    dry_penalty_last_n: Optional[int] = setting(
+        None, int, "DRY: look for repeats in the last n characters only (default: all)", ">= 1", lambda v: v >= 1)
+    dry_sequence_breakers: str = setting(
+        '\n:"*', str, "DRY: each of these characters ends a repeat (llama.cpp's default; those "
+        "outside the vocabulary are ignored)", None, None)
+    no_repeat_ngram_size: int = setting(
+        0, int, "never repeat a run of this many characters (Hugging Face)", "in [0, 10000]",
+        lambda v: 0 <= v <= 10_000)
+    temperature: float = setting(
+        1.0, float, "divide the logits by τ; 0 is greedy", "0 or in [0.001, 1000]",
+        lambda v: v == 0 or finite_in(1e-3, 1e3)(v))
+    dynatemp_range: float = setting(
+        0.0, float, "dynamic temperature: τ moves within τ ± range, higher where the distribution is "
+        "flatter (llama.cpp)", "in [0, 1000]", finite_in(0, 1e3))
+    dynatemp_exponent: float = setting(1.0, float, "dynamic temperature: τ follows (H / H_max)^exponent",
+                                       "in [0, 100]", finite_in(0, 100))
+    top_k: Optional[int] = setting(None, int, "keep only the k most likely characters", ">= 1", lambda v: v >= 1)
+    top_p: Optional[float] = setting(
+        None, float, "keep the most likely characters until their probability reaches p (nucleus)",
+        "in (0, 1]", lambda v: 0 < v <= 1)
+    min_p: Optional[float] = setting(
+        None, float, "keep characters at least min_p times as likely as the most likely one",
+        "in [0, 1]", lambda v: 0 <= v <= 1)
+    typical_p: Optional[float] = setting(
+        None, float, "keep the characters of typical surprise until their mass reaches p",
+        "in (0, 1]", lambda v: 0 < v <= 1)
+    epsilon_cutoff: Optional[float] = setting(
+        None, float, "keep characters of probability >= ε (Hugging Face)", "in (0, 1)", lambda v: 0 < v < 1)
+    eta_cutoff: Optional[float] = setting(
+        None, float, "keep characters of probability >= min(ε, √ε·exp(-entropy)) (Hugging Face)",
+        "in (0, 1)", lambda v: 0 < v < 1)
+    top_n_sigma: Optional[float] = setting(
+        None, float, "keep characters whose logit is within n standard deviations of the largest (llama.cpp)",
+        "in (0, 100]", lambda v: 0 < v <= 100)
+    xtc_threshold: float = setting(
+        0.1, float, "XTC: characters at least this likely are the 'top choices' (llama.cpp)", "in [0, 1]",
+        finite_in(0, 1))
+    xtc_probability: float = setting(
+        0.0, float, "XTC: how often to remove every top choice but the least likely", "in [0, 1]",
+        finite_in(0, 1))
+    mirostat: int = setting(
+        0, int, "2: mirostat 2 keeps the surprise of the text near --mirostat_tau bits per character "
+        "(llama.cpp); 0 is off", "0 or 2", lambda v: v in (0, 2))
+    mirostat_tau: float = setting(5.0, float, "mirostat: the target surprise, in bits", "in (0, 100]",
+                                  lambda v: math.isfinite(v) and 0 < v <= 100)
+    mirostat_eta: float = setting(0.1, float, "mirostat: the learning rate of its bound μ", "in (0, 1]",
+                                  lambda v: 0 < v <= 1)
+    order: str = setting("hf", str, "the order of the stages: Hugging Face's, or llama.cpp's (temperature last)",
+                         "hf or llama.cpp", lambda v: v in ORDERS)
+    stop: tuple = setting((), str, "end a sample when its text ends with this string, which is not "
+                          "printed (repeat the flag for several)", "non-empty strings", lambda v: all(v))
 
     def __post_init__(self):
         """Out-of-range values raise ValueError with a one-line message naming the setting."""
-        checks = [
-            ("temperature", self.temperature >= 0, ">= 0 (0 is greedy)"),
-            ("top_k", self.top_k is None or self.top_k >= 1, ">= 1"),
-            ("top_p", self.top_p is None or 0 < self.top_p <= 1, "in (0, 1]"),
-            ("min_p", self.min_p is None or 0 <= self.min_p <= 1, "in [0, 1]"),
-            ("typical_p", self.typical_p is None or 0 < self.typical_p <= 1, "in (0, 1]"),
-            ("repetition_penalty", self.repetition_penalty > 0, "> 0"),
-            ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "in [-2, 2]"),
-            ("presence_penalty", -2 <= self.presence_penalty <= 2, "in [-2, 2]"),
-            ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, ">= 0"),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)}")
+        for f in fields(self):
+            value, ok = getattr(self, f.name), f.metadata["ok"]
+            if value is not None and ok is not None and not ok(value):
+                raise ValueError(f"{f.name} must be {f.metadata['rule']}, got {value!r}")
+        for problem in self.conflicts():
+            raise ValueError(problem)
+
+    def conflicts(self):
+        """Combinations that have no meaning, each as a one-line message."""
+        problems = []
+        if self.dynatemp_range and self.is_greedy:
+            problems.append("dynatemp_range needs a temperature > 0 (0 is greedy)")
+        if self.mirostat:
+            truncation = [name for name in ("top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+                                            "top_n_sigma") if getattr(self, name) is not None]
+            truncation += ["xtc_probability"] * bool(self.xtc_probability) + ["dynatemp_range"] * bool(self.dynatemp_range)
+            if truncation:
+                problems.append(f"mirostat chooses its own cut: drop {', '.join(truncation)} (llama.cpp ignores them)")
+            if self.is_greedy:
+                problems.append("mirostat needs a temperature > 0 (0 is greedy)")
+            if self.order == "llama.cpp" and self.penalties_on:
+                problems.append("llama.cpp applies no penalties when mirostat is on: drop them, or use order hf")
+        return problems
 
     @property
     def is_greedy(self):
         return self.temperature == 0
 
-    def stages(self, prompt_length):
-        """The steps that change the logits, in order, as (name, f(logits, context) -> logits).
-        context (B, T) is the prompt followed by the generated tokens; greedy decoding keeps
-        the penalties and skips the warpers, which cannot change the argmax (typical could)."""
-        stages = []
-        if self.repetition_penalty != 1.0:
-            stages.append((f"repetition penalty {self.repetition_penalty:g}",
-                           lambda z, ctx: repetition_penalty(z, ctx, self.repetition_penalty)))
+    @property
+    def penalties_on(self):
+        return (self.repetition_penalty != 1 or self.frequency_penalty or self.presence_penalty
+                or self.dry_multiplier or self.no_repeat_ngram_size)
+
+    @property
+    def is_random(self):
+        """True when a stage draws random numbers or keeps state from step to step (XTC,
+        mirostat): the processed logits are then not a function of the context alone."""
+        return bool(self.xtc_probability) or bool(self.mirostat)
+
+    def changed(self):
+        """{name: value} of the settings that differ from their defaults."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+
+    def stages(self, stoi=None):
+        """The steps that change the logits, in order, as Stage(name, apply(logits, run) -> logits).
+
+        stoi (character -> id) is needed when a setting names characters: logit_bias, DRY's
+        breakers. Greedy decoding in Hugging Face's order keeps the penalties and skips the
+        warpers, which cannot change the argmax (typical could); llama.cpp runs its whole chain
+        and keeps the argmax at the temperature stage."""
+        stages = {name: stage for name, stage in self._all_stages(stoi)}
+        chain = LLAMA_CPP_CHAIN if self.order == "llama.cpp" else HF_CHAIN
+        if self.mirostat:
+            chain = ("logit_bias",) + (PENALTIES if self.order == "hf" else ()) + ("temperature", "mirostat")
+        elif self.is_greedy and self.order == "hf":
+            chain = ("logit_bias",) + PENALTIES
+        return [stages[name] for name in chain if name in stages]
+
+    def _all_stages(self, stoi):
+        """(chain name, Stage) for every stage these settings switch on."""
+        if self.logit_bias:
+            yield "logit_bias", Stage(f"logit bias {format_bias(self.logit_bias)}",
+                                      lambda z, run: logit_bias(z, bias_vector(self.logit_bias, stoi, z)))
+        if self.repetition_penalty != 1:
+            yield "repetition", Stage(f"repetition penalty {self.repetition_penalty:g}",
+                                      lambda z, run: repetition_penalty(z, run.window(self.penalty_last_n),
+                                                                        self.repetition_penalty))
         if self.frequency_penalty or self.presence_penalty:
-            stages.append((f"frequency {self.frequency_penalty:g} / presence {self.presence_penalty:g}",
-                           lambda z, ctx: frequency_presence_penalty(
-                               z, token_counts(ctx[:, prompt_length:], z.size(-1)),
-                               self.frequency_penalty, self.presence_penalty)))
+            yield "frequency_presence", Stage(
+                f"frequency {self.frequency_penalty:g} / presence {self.presence_penalty:g}",
+                lambda z, run: frequency_presence_penalty(
+                    z, token_counts(run.window(self.penalty_last_n, generated_only=True), z.size(-1)),
+                    self.frequency_penalty, self.presence_penalty))
+        if self.dry_multiplier:
+            breakers = {stoi[c] for c in self.dry_sequence_breakers if c in (stoi or {})}
+            yield "dry", Stage(f"DRY {self.dry_multiplier:g} · {self.dry_base:g}^(n - {self.dry_allowed_length})",
+                               lambda z, run: dry_penalty(z, run.ids, self.dry_multiplier, self.dry_base,
+                                                          self.dry_allowed_length, breakers, self.dry_penalty_last_n))
         if self.no_repeat_ngram_size:
-            stages.append((f"no repeated {self.no_repeat_ngram_size}-gram",
-                           lambda z, ctx: no_repeat_ngram(z, ctx, self.no_repeat_ngram_size)))
+            yield "no_repeat", Stage(f"no repeated {self.no_repeat_ngram_size}-gram",
+                                     lambda z, run: no_repeat_ngram(z, run.ids, self.no_repeat_ngram_size))
+        if self.is_greedy and self.order == "llama.cpp":
+            yield "temperature", Stage("temperature 0: the argmax only",
+                                       lambda z, run: z.masked_fill(torch.ones_like(z, dtype=torch.bool)
+                                                                    .scatter(1, greedy(z), False), float("-inf")))
+        elif self.dynatemp_range:
+            yield "temperature", Stage(
+                f"dynamic temperature {self.temperature:g} ± {self.dynatemp_range:g}",
+                lambda z, run: dynamic_temperature(z, self.temperature, self.dynatemp_range, self.dynatemp_exponent))
+        elif self.temperature != 1:
+            yield "temperature", Stage(f"temperature {self.temperature:g}",
+                                       lambda z, run: apply_temperature(z, self.temperature))
+        for name, value, label, filter_ in [
+            ("top_k", self.top_k, "top-k", top_k_filter), ("top_p", self.top_p, "top-p", top_p_filter),
+            ("min_p", self.min_p, "min-p", min_p_filter), ("typical", self.typical_p, "typical", typical_filter),
+            ("epsilon", self.epsilon_cutoff, "epsilon", epsilon_filter), ("eta", self.eta_cutoff, "eta", eta_filter),
+            ("top_n_sigma", self.top_n_sigma, "top-n-sigma", top_n_sigma_filter),
+        ]:
+            if value is not None:
+                yield name, Stage(f"{label} {value:g}", lambda z, run, f=filter_, v=value: f(z, v))
+        if self.xtc_probability:
+            yield "xtc", Stage(f"XTC {self.xtc_threshold:g} with probability {self.xtc_probability:g}",
+                               lambda z, run: xtc_filter(z, self.xtc_threshold, self.xtc_probability, run.generator))
+        if self.mirostat:
+            yield "mirostat", Stage(f"mirostat 2 (τ {self.mirostat_tau:g}, η {self.mirostat_eta:g})",
+                                    lambda z, run: mirostat_filter(z, run.mu))
+
+    def start(self, ids, generator=None):
+        """The Run of a generation that continues the prompts ids (B, T)."""
+        mu = torch.full((ids.size(0),), 2.0 * self.mirostat_tau, device=ids.device) if self.mirostat else None
+        return Run(ids, ids.size(1), generator, mu)
+
+    def choose(self, logits, run):
+        """The next token from processed logits: argmax when greedy, else a draw from the row's
+        generator; mirostat then moves its bound. (B, V) -> (B, 1)"""
         if self.is_greedy:
-            return stages
-        if self.temperature != 1.0:
-            stages.append((f"temperature {self.temperature:g}", lambda z, ctx: apply_temperature(z, self.temperature)))
-        if self.top_k is not None:
-            stages.append((f"top-k {self.top_k}", lambda z, ctx: top_k_filter(z, self.top_k)))
-        if self.top_p is not None:
-            stages.append((f"top-p {self.top_p:g}", lambda z, ctx: top_p_filter(z, self.top_p)))
-        if self.min_p is not None:
-            stages.append((f"min-p {self.min_p:g}", lambda z, ctx: min_p_filter(z, self.min_p)))
-        if self.typical_p is not None:
-            stages.append((f"typical {self.typical_p:g}", lambda z, ctx: typical_filter(z, self.typical_p)))
-        return stages
-
-    def choose(self, logits, generator=None):
-        """The next token from processed logits: argmax when greedy, else a draw. (B, V) -> (B, 1)"""
-        return greedy(logits) if self.is_greedy else sample(logits, generator)
+            return greedy(logits)
+        chosen = sample(logits, run.generator)  # (B, 1)
+        if self.mirostat:
+            run.mu = mirostat_update(run.mu, logits, chosen, self.mirostat_tau, self.mirostat_eta)
+        return chosen
 
 
-def process(logits, context, decoding, prompt_length):
-    """Apply every stage of `decoding` to logits (B, V) in order."""
-    for _, stage in decoding.stages(prompt_length):
-        logits = stage(logits, context)
+PENALTIES = ("repetition", "frequency_presence", "dry", "no_repeat")
+HF_CHAIN = ("logit_bias",) + PENALTIES + ("temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta",
+                                          "top_n_sigma", "xtc", "mirostat")
+# llama.cpp's default sampler chain (common/common.h): penalties, dry, top_n_sigma, top_k, typ_p,
+# top_p, min_p, xtc, temperature; logit bias comes first. No-repeat-n-gram, epsilon and eta are
+# not in llama.cpp: they sit with the penalties and the truncations.
+LLAMA_CPP_CHAIN = ("logit_bias",) + PENALTIES + ("top_n_sigma", "top_k", "typical", "top_p", "min_p", "epsilon",
+                                                 "eta", "xtc", "temperature")
+
+
+def format_bias(bias):
+    """(('e', -5.0), ('z', 2.0)) -> 'e:-5,z:+2'"""
+    return ",".join(f"{char}:{value:+g}" for char, value in bias).replace("\n", "\\n")
+
+
+def bias_vector(bias, stoi, like):
+    """The (V,) vector of logit_bias's biases by token id, zero elsewhere."""
+    if stoi is None:
+        raise ValueError("logit_bias names characters: pass the vocabulary (stoi)")
+    vector = torch.zeros(like.size(-1), dtype=like.dtype, device=like.device)  # (V,)
+    for char, value in bias:
+        vector[stoi[char]] += value
+    return vector
+
+
+class Stage(NamedTuple):
+    """One step of the pipeline: its name as the walkthrough prints it, and the function."""
+    name: str
+    apply: Callable  # (logits (B, V), run: Run) -> logits (B, V)
+
+
+@dataclass
+class Run:
+    """What the stages of one generation read besides the logits."""
+    ids: torch.Tensor  # (B, T): the prompt and every token chosen so far
+    prompt_length: int
+    generator: object = None  # a torch.Generator, a list of B of them (one per row), or None
+    mu: Optional[torch.Tensor] = None  # (B,): mirostat's bound on the surprise, per row
+
+    def window(self, last_n, generated_only=False):
+        """The last `last_n` tokens of the context (all when None), (B, <= T); only the
+        generated ones, not the prompt's, when generated_only."""
+        start = self.prompt_length if generated_only else 0
+        if last_n is not None:
+            start = max(start, self.ids.size(1) - last_n)
+        return self.ids[:, start:]
+
+
+def process(logits, run, stages, observe=None):
+    """Apply the stages to logits (B, V) in order; observe(name, logits) sees each result."""
+    for stage in stages:
+        logits = stage.apply(logits, run)
+        if observe is not None:
+            observe(stage.name, logits)
     return logits
 
 
-def next_logits(model, idx, cache=None, new=1):
-    """Logits (B, V) for the token after idx (B, T).
+# ----------------------------------------------------------------------------- the decode loop
 
-    Without a cache the model reads the whole context again (cropped to block_size): T^2 work
-    over a generation. With a KVCache it reads only the `new` tokens not cached yet. Learned
-    position embeddings cannot slide, so when the cache is full it restarts from the last
-    W = block_size // 2 tokens: one prefill of W tokens every W + 1 steps, and a context that
-    drops to W tokens at that point and grows back (without the cache it is always block_size)."""
-    block_size = model.config.block_size
+def model_input(idx, cache, block_size, new=1):
+    """The ids (B, n) the model reads to predict the token after idx (B, T).
+
+    Without a cache the model reads the whole context again, cropped to its last block_size
+    tokens: T^2 work over a generation up to block_size, T * block_size after. With a KVCache it
+    reads only the `new` tokens not cached yet. Learned position embeddings cannot slide, so
+    when the cache is full it restarts (empties it) from the last W = block_size // 2 tokens:
+    one prefill of W tokens every W + 1 steps, and a context that drops to W tokens at that
+    point and grows back (without the cache it is always block_size)."""
     if cache is None:
-        return model(idx[:, -block_size:])[0][:, -1, :]  # (B, min(T, block_size), V) -> (B, V)
+        return idx[:, -block_size:]  # (B, min(T, block_size))
     if cache.length + new > block_size:
         window = max(1, block_size // 2) if cache.length else block_size
-        cache.length = 0
+        cache.reset()
         new = min(idx.size(1), window)
-    return model(idx[:, -new:], cache=cache)[0][:, -1, :]  # (B, new, V) -> (B, V)
+    return idx[:, -new:]  # (B, new)
+
+
+def next_logits(model, idx, cache=None, new=1):
+    """Logits (B, V) for the token after idx (B, T), reading what model_input() says."""
+    fed = model_input(idx, cache, model.config.block_size, new)  # (B, n)
+    return model(fed, cache=cache)[0][:, -1, :]  # (B, n, V) -> (B, V)
+
+
+class Step(NamedTuple):
+    """What stream() yields at each step."""
+    ids: torch.Tensor  # (B, 1): the token chosen for each row; -1 where a row has none (it has finished)
+    logits: torch.Tensor  # (B, V): the processed logits it was chosen from
+    finished: torch.Tensor  # (B,) bool: the row has ended (a stop string, or nothing left to draw)
+
+
+def ends_with(ids, endings, start):
+    """(B,) bool: the row of ids (B, T) ends with one of `endings` (lists of ids) within ids[:, start:]."""
+    rows = ids[:, start:].tolist()
+    return torch.tensor([any(len(e) <= len(row) and row[len(row) - len(e):] == e for e in endings)
+                         for row in rows], dtype=torch.bool, device=ids.device)
 
 
 @torch.inference_mode()  # no autograd bookkeeping: less overhead per step than no_grad
-def stream(model, idx, max_new_tokens, decoding=Decoding(), generator=None, use_cache=True):
-    """Yield the next token ids (B, 1), one step at a time. idx: (B, T) prompt ids."""
-    prompt_length = idx.size(1)
+def stream(model, idx, max_new_tokens, decoding=Decoding(), generator=None, use_cache=True, stoi=None,
+           observe=None):
+    """The decode loop: yield a Step for each new token, until max_new_tokens or until every
+    row has finished. idx: (B, T) prompt ids.
+
+    A row finishes when its generated text ends with one of decoding.stop (stoi encodes them;
+    the stop string is part of the text, for the caller to cut), or when the stages leave it
+    nothing to draw, every token removed (the row then gets no token, -1). observe(name,
+    tensor), when given, sees at every step the ids fed to the model ("ids"), its logits
+    ("logits") and the logits after every stage."""
+    stages = decoding.stages(stoi)
+    stops = [[stoi[c] for c in s] for s in decoding.stop]
+    run = decoding.start(idx, generator)
     cache = model.new_cache(idx.size(0)) if use_cache else None
-    logits = next_logits(model, idx, cache, new=prompt_length)  # (B, V): the prompt, read once
-    for step in range(max_new_tokens):
-        logits = process(logits, idx, decoding, prompt_length)  # (B, V)
-        next_id = decoding.choose(logits, generator)  # (B, 1)
-        idx = torch.cat((idx, next_id), dim=1)  # (B, T + 1)
-        yield next_id
-        if step + 1 < max_new_tokens:
-            logits = next_logits(model, idx, cache)
+    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
+    new = idx.size(1)  # the prompt is read once
+    for _ in range(max_new_tokens):
+        fed = model_input(run.ids, cache, model.config.block_size, new)  # (B, n)
+        logits = model(fed, cache=cache)[0][:, -1, :]  # (B, n, V) -> (B, V)
+        if observe is not None:
+            observe("ids", fed)
+            observe("logits", logits)
+        logits = process(logits, run, stages, observe)  # (B, V)
+        empty = ~torch.isfinite(logits).any(dim=-1)  # (B,): nothing left to draw
+        chosen = decoding.choose(logits.masked_fill(empty[:, None], 0.0), run)  # (B, 1)
+        run.ids = torch.cat((run.ids, chosen), dim=1)  # (B, T + 1)
+        chosen = chosen.masked_fill((finished | empty)[:, None], -1)
+        finished |= empty
+        if stops:
+            finished |= ends_with(run.ids, stops, run.prompt_length)
+        new = 1
+        yield Step(chosen, logits, finished.clone())
+        if finished.all():
+            return
 
 
-def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None, min_p=None,
-             typical_p=None, repetition_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0,
-             no_repeat_ngram_size=0, generator=None, use_cache=True):
-    """Extend idx (B, T) by max_new_tokens: returns (B, T + max_new_tokens)."""
-    decoding = Decoding(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                        repetition_penalty=repetition_penalty, frequency_penalty=frequency_penalty,
-                        presence_penalty=presence_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
-    new = list(stream(model, idx, max_new_tokens, decoding, generator, use_cache))  # max_new_tokens x (B, 1)
-    return torch.cat([idx, *new], dim=1)  # (B, T + max_new_tokens)
+def generate(model, idx, max_new_tokens, decoding=None, *, generator=None, use_cache=True, stoi=None, **settings):
+    """Extend idx (B, T) by max_new_tokens: returns (B, T + max_new_tokens).
+
+    The strategy is a Decoding, or its settings as keywords: generate(model, idx, 100, top_p=0.9).
+    Every row gets max_new_tokens; stop strings, which end rows at different lengths, need the
+    rows one step at a time: iterate stream() instead."""
+    decoding = decoding or Decoding(**settings)
+    if decoding.stop:
+        raise ValueError("generate() returns rows of equal length: for stop strings iterate stream()")
+    steps = list(stream(model, idx, max_new_tokens, decoding, generator, use_cache, stoi))
+    if steps and steps[-1].finished.any():
+        row = int(steps[-1].finished.nonzero()[0])
+        raise ValueError(f"row {row} has nothing left to draw after {len(steps) - 1} tokens: every token is removed")
+    return torch.cat([idx, *(step.ids for step in steps)], dim=1)  # (B, T + max_new_tokens)
+
+
+class Hypothesis(NamedTuple):
+    """A finished beam: its ids (T + n,), prompt included, and its score."""
+    ids: torch.Tensor
+    score: float
 
 
 @torch.inference_mode()
-def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, use_cache=True):
-    """Keep the num_beams most likely continuations, scored by summed log-probability:
+def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, stop=(), use_cache=True):
+    """Keep the num_beams best *extensions* of the current beams at each step, scored by summed
+    log-probability; a beam that ends with a stop sequence is set aside as a finished hypothesis
+    with the score
 
         score(y) = sum_t log p(y_t | y_<t) / |y|^length_penalty,   |y| = generated tokens
 
-    (the length penalty matters when beams have different lengths; here all have max_new_tokens).
-    idx: (1, T). Returns sequences (num_beams, T + max_new_tokens), best first, and their scores
-    (num_beams,). num_beams = 1 is greedy decoding."""
+    and at max_new_tokens every live beam is one too. The search stops early when no live beam
+    can beat the worst of num_beams finished hypotheses any more. Without stop sequences every
+    hypothesis has max_new_tokens tokens and length_penalty only rescales the scores; with them
+    it decides between short and long hypotheses (> 0 favours long ones).
+
+    This is Hugging Face's beam search (early_stopping=False), stop sequences playing the part
+    of its end-of-sequence tokens. idx: (1, T); stop: sequences of token ids. Returns the best
+    num_beams Hypothesis(ids (T + n,), score), best first; num_beams = 1 is greedy decoding."""
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     assert idx.size(0) == 1, "beam search decodes one prompt at a time"
+    stop = [list(s) for s in stop]
+    P = idx.size(1)
+    if max_new_tokens == 0:
+        return [Hypothesis(idx[0], 0.0)]
     cache = model.new_cache(1) if use_cache else None
-    beams = idx  # (K, T), K = 1 beam at the start
+    beams = idx  # (K, P + t): K = 1 beam at the start
     scores = torch.zeros(1, device=idx.device)  # (K,): summed log-probabilities
-    logits = next_logits(model, beams, cache, new=idx.size(1))  # (K, V)
+    finished = []  # the best num_beams hypotheses so far, best first
+    logits = next_logits(model, beams, cache, new=P)  # (K, V)
     for step in range(max_new_tokens):
         log_probs = F.log_softmax(logits.float(), dim=-1)  # (K, V)
         V = log_probs.size(-1)
         candidates = (scores[:, None] + log_probs).view(-1)  # (K * V,): every beam x every next token
         # a stable sort breaks ties by the lowest (beam, token) index, as argmax does
-        scores, flat = torch.sort(candidates, descending=True, stable=True)
-        scores, flat = scores[:num_beams], flat[:num_beams]  # (K,)
-        rows = flat // V  # (K,): the beam each survivor extends
-        beams = torch.cat((beams[rows], (flat % V)[:, None]), dim=1)  # (K, T + 1)
-        if step + 1 < max_new_tokens:
-            if cache is not None:
-                cache.reorder(rows)
-            logits = next_logits(model, beams, cache)
-    return beams, scores / max(1, max_new_tokens) ** length_penalty
+        cand_scores, flat = torch.sort(candidates, descending=True, stable=True)
+        cand_scores, flat = cand_scores[:2 * num_beams], flat[:2 * num_beams]  # (2K,): spares for finished ones
+        cand_beams = torch.cat((beams[flat // V], (flat % V)[:, None]), dim=1)  # (2K, P + t + 1)
+        last = step + 1 == max_new_tokens
+        ends = torch.ones_like(flat, dtype=torch.bool) if last else ends_with(cand_beams, stop, P)  # (2K,)
+        worst = finished[-1].score if len(finished) == num_beams else -math.inf
+        for rank in range(min(num_beams, len(flat))):  # only the top num_beams candidates may finish
+            score = cand_scores[rank].item() / (step + 1) ** length_penalty
+            if ends[rank] and score > worst:
+                finished = sorted(finished + [Hypothesis(cand_beams[rank], score)], key=lambda h: -h.score)[:num_beams]
+                worst = finished[-1].score if len(finished) == num_beams else -math.inf
+        live = torch.nonzero(~ends).flatten()[:num_beams]  # the best candidates that go on
+        if last or len(live) == 0:
+            break
+        best_possible = cand_scores[live[0]].item() / (step + 1) ** length_penalty
+        if len(finished) == num_beams and best_possible <= worst:
+            break  # no live beam can beat the finished ones any more
+        beams, scores = cand_beams[live], cand_scores[live]  # (K, P + t + 1), (K,)
+        if cache is not None:
+            cache.reorder(flat[live] // V)
+        logits = next_logits(model, beams, cache)
+    return finished
+

@@ -27,23 +27,23 @@ import csv
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+import io
+from dataclasses import dataclass
 from statistics import mean
 
 import matplotlib
+import matplotlib.pyplot as plt
 import torch
+from matplotlib.text import Text
+from matplotlib.ticker import FormatStrFormatter
+from matplotlib.transforms import Bbox
 
 import checkpoint
 import metrics
 import sampling
-from sample import Parser
+from cli import Parser
+from files import write_atomically
 from sampling import Decoding
-
-matplotlib.use("Agg")  # draw to files, no window
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter  # noqa: E402
-from matplotlib.transforms import Bbox  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "shakespeare_char", "input.txt")
@@ -96,11 +96,14 @@ def parse_args(argv=None):
     p.add_argument("--prompt_length", type=int, help=f"characters per prompt (default {SIZES['prompt_length']})")
     p.add_argument("--length", type=int, help=f"new characters per continuation (default {SIZES['length']})")
     p.add_argument("--seed", type=int, default=1337, help="prompt i is sampled with seed + i (default %(default)s)")
-    p.add_argument("--out_csv", default=DEFAULT_CSV, help="where to write the table as CSV (default: %(default)s)")
-    p.add_argument("--out_plot", default=DEFAULT_PLOT, help="where to write the plot (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="seconds instead of minutes: "
-                   + " ".join(f"--{k} {v}" for k, v in QUICK_SIZES.items()) + ", unless given")
+    p.add_argument("--out_csv", help="where to write the table as CSV (default: docs/study.csv; with --quick: nowhere)")
+    p.add_argument("--out_plot", help="where to write the plot (default: docs/figures/study.png; with --quick: nowhere)")
+    p.add_argument("--quick", action="store_true", help="seconds instead of minutes, to try it out: "
+                   + " ".join(f"--{k} {v}" for k, v in QUICK_SIZES.items()) + ", unless given; "
+                   "writes no file unless --out_csv or --out_plot says where")
     args = p.parse_args(argv)
+    if not args.quick:  # the committed results are rewritten only by a full run
+        args.out_csv, args.out_plot = args.out_csv or DEFAULT_CSV, args.out_plot or DEFAULT_PLOT
     sizes = QUICK_SIZES if args.quick else SIZES
     for name, default in sizes.items():
         if getattr(args, name) is None:
@@ -159,10 +162,10 @@ def continue_prompts(model, prompts, length, strategy, seed):
     """The `length` new token ids (N, L) that `strategy` writes after each prompt of prompts (N, P)."""
     P = prompts.size(1)
     if isinstance(strategy, BeamSearch):  # one prompt at a time; the best beam
-        return torch.stack([sampling.beam_search(model, prompt[None], length, strategy.num_beams)[0][0, P:]
+        return torch.stack([sampling.beam_search(model, prompt[None], length, strategy.num_beams)[0].ids[P:]
                             for prompt in prompts])  # N x (L,) -> (N, L)
     generators = [torch.Generator().manual_seed(seed + i) for i in range(prompts.size(0))]
-    return sampling.generate(model, prompts, length, **asdict(strategy), generator=generators)[:, P:]  # (N, L)
+    return sampling.generate(model, prompts, length, strategy, generator=generators)[:, P:]  # (N, L)
 
 
 def whole_words(prompt, continuation):
@@ -219,26 +222,14 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
-def write_atomically(path, write):
-    """Call write(temporary path), then rename the file into place; a failure leaves no file behind."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        write(path + ".tmp")
-        os.replace(path + ".tmp", path)
-    finally:
-        if os.path.exists(path + ".tmp"):
-            os.remove(path + ".tmp")
-
-
 def write_csv(rows, path):
     """One line per row: the strategy and its measures, to 4 decimals."""
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["strategy"] + [key for key, _, _ in COLUMNS])
-            for name, row in rows.items():
-                out.writerow([name] + [f"{row[key]:.4f}" for key, _, _ in COLUMNS])
-    write_atomically(path, write)
+    text = io.StringIO(newline="")
+    out = csv.writer(text)
+    out.writerow(["strategy"] + [key for key, _, _ in COLUMNS])
+    for name, row in rows.items():
+        out.writerow([name] + [f"{row[key]:.4f}" for key, _, _ in COLUMNS])
+    write_atomically(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def read_csv(path):
@@ -301,12 +292,13 @@ def plot(rows, path, title):
     label_points(ax, [(row["perplexity"], row[Y]) for row in rows.values()], list(rows),
                  ["crimson" if name == HUMAN else "black" for name in rows],
                  [28 if name == HUMAN else 12 for name in rows])
-    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    matplotlib.use("Agg")  # draw to files, no window
     started = time.time()
     # The steps are small (one new character for each of a few dozen rows): one thread does them
     # as fast as two, and unlike two it does not slow down tenfold when another program is busy.
@@ -326,13 +318,16 @@ def main(argv=None):
     print(markdown_table(rows))
     title = (f"Which decoding writes most like Shakespeare? "
              f"{args.num_prompts} prompts x {args.length} characters")
-    try:
-        write_csv(rows, args.out_csv)
-        plot(rows, args.out_plot, title)
-    except OSError as e:
-        print(f"error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
-        return 1
-    print(f"\nwrote {args.out_csv} and {args.out_plot}; took {time.time() - started:.0f} s "
+    for path, write in ((args.out_csv, lambda path: write_csv(rows, path)),
+                        (args.out_plot, lambda path: plot(rows, path, title))):
+        try:
+            if path:
+                write(path)
+        except OSError as e:
+            print(f"error: cannot write {path}: {e.strerror}", file=sys.stderr)
+            return 1
+    written = " and ".join(path for path in (args.out_csv, args.out_plot) if path) or "no file"
+    print(f"\nwrote {written}; took {time.time() - started:.0f} s "
           f"({args.num_prompts} prompts x {args.length} new characters, {len(STRATEGIES)} strategies)")
     return 0
 

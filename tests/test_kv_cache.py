@@ -6,6 +6,7 @@ import torch
 
 from conftest import make_sharp_model, make_tiny_model
 from sampling import beam_search, generate, next_logits
+from test_sampling import hypotheses
 
 V = 65
 
@@ -163,8 +164,8 @@ def test_cached_greedy_equals_uncached_within_block_size(tiny_model, which):
 def test_cached_beam_search_equals_uncached_within_block_size(tiny_model, which):
     model = tiny_model if which == "tiny" else make_sharp_model(6)
     idx = tokens(1, 4, seed=6)
-    beams, scores = beam_search(model, idx, 13, num_beams=3, use_cache=True)
-    beams0, scores0 = beam_search(model, idx, 13, num_beams=3, use_cache=False)
+    beams, scores = hypotheses(beam_search(model, idx, 13, num_beams=3, use_cache=True))
+    beams0, scores0 = hypotheses(beam_search(model, idx, 13, num_beams=3, use_cache=False))
     assert torch.equal(beams, beams0)
     close(scores, scores0)
 
@@ -192,11 +193,11 @@ def test_generation_past_block_size_with_the_cache(tiny_model):
 def test_beam_search_past_block_size_with_the_cache(tiny_model):
     model = make_sharp_model(8)
     idx = tokens(1, 5, seed=8)
-    beams, scores = beam_search(model, idx, 40, num_beams=3, use_cache=True)
+    beams, scores = hypotheses(beam_search(model, idx, 40, num_beams=3, use_cache=True))
     assert beams.shape == (3, 45) and scores.shape == (3,)
     assert scores[0] >= scores[1] >= scores[2]
     # one beam is greedy decoding, cache policy included
-    one, _ = beam_search(model, idx, 40, num_beams=1, use_cache=True)
+    one, _ = hypotheses(beam_search(model, idx, 40, num_beams=1, use_cache=True))
     assert torch.equal(one, hand_greedy_windows(model, idx, 40))
 
 

@@ -130,12 +130,3 @@ def test_perplexity_needs_a_prompt_and_a_continuation(tiny_model):
         metrics.perplexity(tiny_model, [], [1, 2, 3])
     with pytest.raises(ValueError, match="non-empty continuation"):
         metrics.perplexity(tiny_model, [1, 2, 3], [])
-
-
-def test_entropy_by_hand():
-    # uniform over 4: -4 * (1/4) ln(1/4) = ln 4; one certain token: 0; a removed (-inf) token adds nothing;
-    # p = (1/2, 1/4, 1/4): -(1/2 ln 1/2 + 2 * 1/4 ln 1/4) = 1.5 ln 2
-    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0],
-                           [0.0, -float("inf"), -float("inf"), -float("inf")],
-                           [math.log(0.5), math.log(0.25), math.log(0.25), -float("inf")]])
-    torch.testing.assert_close(metrics.entropy(logits), torch.tensor([math.log(4), 0.0, 1.5 * math.log(2)]))

@@ -22,9 +22,11 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from conftest import make_sharp_model, make_tiny_model
+from conftest import META, make_sharp_model, make_tiny_model
 from sampling import (
     Decoding,
+    entropy,
+    Run,
     apply_temperature,
     beam_search,
     frequency_presence_penalty,
@@ -65,6 +67,16 @@ def assert_same(ours, reference, atol=1e-6):
 
 
 # ----------------------------------------------------------------------------- test logits
+
+def processed(logits, context, decoding, prompt_length):
+    """The pipeline of `decoding` on one position's logits (B, V), after context (B, T)."""
+    return process(logits, Run(context, prompt_length), decoding.stages(META["stoi"]))
+
+
+def hypotheses(found):
+    """beam_search's hypotheses, all of one length, as (ids (K, T + n), scores (K,))."""
+    return torch.stack([h.ids for h in found]), torch.tensor([h.score for h in found])
+
 
 def random_logits(seed, B=4, scale=1.0):
     g = torch.Generator().manual_seed(seed)
@@ -278,10 +290,10 @@ def test_decoding_counts_only_the_generated_tokens():
     # (counting the prompt's three 2s as well would give z_2 = 0 - 4 * 1.0 - 0.5 = -4.5)
     dec = Decoding(frequency_penalty=1.0, presence_penalty=0.5)
     ctx = torch.tensor([[2, 2, 2, 1, 2]])
-    out = process(torch.zeros(1, 4), ctx, dec, prompt_length=3)
+    out = processed(torch.zeros(1, 4), ctx, dec, prompt_length=3)
     torch.testing.assert_close(out, torch.tensor([[0.0, -1.5, -1.5, 0.0]]), atol=1e-7, rtol=0)
     # nothing generated yet: no penalty at all
-    assert torch.equal(process(torch.zeros(1, 4), ctx[:, :3], dec, prompt_length=3), torch.zeros(1, 4))
+    assert torch.equal(processed(torch.zeros(1, 4), ctx[:, :3], dec, prompt_length=3), torch.zeros(1, 4))
 
 
 @pytest.mark.parametrize("n, context, banned", [
@@ -408,7 +420,7 @@ def test_frequency_presence_matches_the_openai_formula(alphas, seed):
     torch.testing.assert_close(ours.double(), expected, atol=1e-5, rtol=0)  # float32 vs float64 rounding
     # and the pipeline, which must leave the 7 prompt tokens out of the counts
     dec = Decoding(frequency_penalty=alphas[0], presence_penalty=alphas[1])
-    ours = process(mu, ctx, dec, prompt_length=7)
+    ours = processed(mu, ctx, dec, prompt_length=7)
     torch.testing.assert_close(ours.double(), expected, atol=1e-5, rtol=0)
 
 
@@ -437,7 +449,7 @@ def test_whole_pipeline_matches_hugging_face_in_order(case):
         if "typical_p" in s:
             hf.append(TypicalLogitsWarper(s["typical_p"]))
         expected = LogitsProcessorList(hf)(ctx, z)
-        assert_same(process(z, ctx, Decoding(**s), prompt_length=ctx.size(1)), expected)
+        assert_same(processed(z, ctx, Decoding(**s), prompt_length=ctx.size(1)), expected)
 
 
 # ----------------------------------------------------------------------------- properties
@@ -459,7 +471,7 @@ def test_the_argmax_survives_every_filter_but_typical(seed):
     top = greedy(z)
     for out in [apply_temperature(z, s["t"]), top_k_filter(z, s["k"]), top_p_filter(z, s["p"]),
                 min_p_filter(z, s["min_p"]),
-                process(z, torch.zeros(4, 0, dtype=torch.long),
+                processed(z, torch.zeros(4, 0, dtype=torch.long),
                         Decoding(temperature=s["t"], top_k=s["k"], top_p=s["p"], min_p=s["min_p"]), 0)]:
         assert torch.isfinite(out.gather(1, top)).all()
         assert torch.equal(greedy(out), top)
@@ -473,7 +485,7 @@ def test_at_least_one_token_survives_every_filter(seed):
         outs = [top_k_filter(z, s["k"]), top_p_filter(z, s["p"]), min_p_filter(z, s["min_p"]),
                 typical_filter(z, s["mass"]), top_k_filter(z, 1), top_p_filter(z, 1e-9),
                 min_p_filter(z, 1.0), typical_filter(z, 1e-9), no_repeat_ngram(z, ctx, 3),
-                process(z, ctx, Decoding(temperature=s["t"], top_k=s["k"], top_p=s["p"], min_p=s["min_p"],
+                processed(z, ctx, Decoding(temperature=s["t"], top_k=s["k"], top_p=s["p"], min_p=s["min_p"],
                                          typical_p=s["mass"], repetition_penalty=1.2, no_repeat_ngram_size=4), 0)]
         for out in outs:
             assert out.shape == z.shape
@@ -498,7 +510,7 @@ def test_no_function_edits_its_input(seed):
         lambda: frequency_presence_penalty(z, counts, 0.7, 0.3),
         lambda: token_counts(ctx, V),
         lambda: no_repeat_ngram(z, ctx, 2),
-        lambda: process(z, ctx, Decoding(temperature=0.8, top_k=20, top_p=0.9, min_p=0.1, typical_p=0.9,
+        lambda: processed(z, ctx, Decoding(temperature=0.8, top_k=20, top_p=0.9, min_p=0.1, typical_p=0.9,
                                          repetition_penalty=1.3, frequency_penalty=0.5, presence_penalty=0.5,
                                          no_repeat_ngram_size=2), 4),
     ]
@@ -517,7 +529,7 @@ def test_every_function_returns_b_by_v(B):
     for out in [apply_temperature(z, 0.7), top_k_filter(z, 3), top_p_filter(z, 0.5), min_p_filter(z, 0.2),
                 typical_filter(z, 0.5), repetition_penalty(z, ctx, 1.4), no_repeat_ngram(z, ctx, 2),
                 frequency_presence_penalty(z, token_counts(ctx, V), 0.3, 0.2),
-                process(z, ctx, Decoding(temperature=0.8, top_k=5, repetition_penalty=1.2), 2)]:
+                processed(z, ctx, Decoding(temperature=0.8, top_k=5, repetition_penalty=1.2), 2)]:
         assert out.shape == (B, V) and out.dtype == z.dtype
     assert token_counts(ctx, V).shape == (B, V)
     assert greedy(z).shape == (B, 1) and sample(z).shape == (B, 1)
@@ -709,16 +721,16 @@ def test_top_k_one_sampling_is_greedy(tiny_model):
 def test_stages_are_in_the_documented_order():
     dec = Decoding(temperature=0.8, top_k=10, top_p=0.9, min_p=0.05, typical_p=0.9, repetition_penalty=1.2,
                    frequency_penalty=0.5, presence_penalty=0.1, no_repeat_ngram_size=3)
-    names = [name for name, _ in dec.stages(prompt_length=4)]
+    names = [stage.name for stage in dec.stages()]
     expected = ["repetition", "frequency", "no repeat", "temperature", "top-k", "top-p", "min-p", "typical"]
     assert len(names) == len(expected)
     for name, word in zip(names, expected):
         assert word in name, names
     # greedy keeps the penalties and drops the warpers
-    greedy_names = [name for name, _ in Decoding(temperature=0, top_k=3, repetition_penalty=1.2).stages(0)]
+    greedy_names = [stage.name for stage in Decoding(temperature=0, top_k=3, repetition_penalty=1.2).stages()]
     assert len(greedy_names) == 1 and "repetition" in greedy_names[0]
     # the defaults (pure sampling at T = 1) change nothing
-    assert Decoding().stages(0) == []
+    assert Decoding().stages() == []
 
 
 def test_order_matters_penalty_before_temperature():
@@ -727,7 +739,7 @@ def test_order_matters_penalty_before_temperature():
     # (CTRL's penalty commutes with temperature, both being positive scalings, so the
     # frequency penalty is the one that shows the order.)
     z = torch.tensor([[2.0, 2.0]])
-    out = process(z, torch.tensor([[0, 1]]), Decoding(temperature=2.0, frequency_penalty=1.0), prompt_length=1)
+    out = processed(z, torch.tensor([[0, 1]]), Decoding(temperature=2.0, frequency_penalty=1.0), prompt_length=1)
     torch.testing.assert_close(out, torch.tensor([[1.0, 0.5]]), atol=1e-7, rtol=0)
 
 
@@ -735,18 +747,18 @@ def test_order_matters_penalties_before_top_k():
     z = torch.tensor([[2.0, 1.5, 0.0]])
     # repetition penalty 2 on token 0 (in the context): [1, 1.5, 0]; then top-1 keeps token 1.
     # (top-k first would keep token 0.)
-    out = process(z, torch.tensor([[0]]), Decoding(repetition_penalty=2.0, top_k=1), prompt_length=1)
+    out = processed(z, torch.tensor([[0]]), Decoding(repetition_penalty=2.0, top_k=1), prompt_length=1)
     assert kept(out) == [1] and out[0, 1] == 1.5
     # no-repeat bigram bans token 0 (context 0 0: 0 was followed by 0); top-1 then keeps token 1.
     # (top-k first would keep token 0 and the ban would leave nothing.)
-    out = process(z, torch.tensor([[0, 0]]), Decoding(no_repeat_ngram_size=2, top_k=1), prompt_length=2)
+    out = processed(z, torch.tensor([[0, 0]]), Decoding(no_repeat_ngram_size=2, top_k=1), prompt_length=2)
     assert kept(out) == [1]
 
 
 def test_order_matters_temperature_before_top_p():
     # after T = 2 the toy distribution is [0.5229, 0.2795, 0.1976]: top-p 0.6 needs 0.5229 + 0.2795
     # -> keeps 小 and 冬. (top-p 0.6 before temperature would keep 小 alone: 0.7 >= 0.6.)
-    out = process(toy_logits(), torch.zeros(1, 0, dtype=torch.long), Decoding(temperature=2.0, top_p=0.6), 0)
+    out = processed(toy_logits(), torch.zeros(1, 0, dtype=torch.long), Decoding(temperature=2.0, top_p=0.6), 0)
     assert kept(out) == [0, 1]
     torch.testing.assert_close(out[0, :2], toy_logits()[0, :2] / 2, atol=1e-7, rtol=0)
 
@@ -756,7 +768,7 @@ def test_order_matters_temperature_before_top_p():
 def test_one_beam_is_greedy(tiny_model):
     idx = prompt(B=1)
     for use_cache in (True, False):
-        beams, scores = beam_search(tiny_model, idx, 30, num_beams=1, use_cache=use_cache)
+        beams, scores = hypotheses(beam_search(tiny_model, idx, 30, num_beams=1, use_cache=use_cache))
         assert beams.shape == (1, 35) and scores.shape == (1,)
         assert torch.equal(beams, generate(tiny_model, idx, 30, temperature=0, use_cache=use_cache))
 
@@ -779,7 +791,7 @@ def test_beam_scores_are_recomputed_log_probabilities(tiny_model, which, length_
     model = tiny_model if which == "tiny" else make_sharp_model(2)
     idx = prompt(B=1, T=4, seed=3)
     n = 10  # 4 + 10 = 14 positions: within block_size
-    beams, scores = beam_search(model, idx, n, num_beams=3, length_penalty=length_penalty)
+    beams, scores = hypotheses(beam_search(model, idx, n, num_beams=3, length_penalty=length_penalty))
     assert beams.shape == (3, 14) and scores.shape == (3,)
     assert all(torch.equal(b[:4], idx[0]) for b in beams)
     assert len({tuple(b.tolist()) for b in beams}) == 3  # three different continuations
@@ -791,7 +803,7 @@ def test_beam_scores_are_recomputed_log_probabilities(tiny_model, which, length_
 
 def test_beam_scores_past_block_size_without_cache(tiny_model):
     idx = prompt(B=1, T=4, seed=4)
-    beams, scores = beam_search(tiny_model, idx, 20, num_beams=3, use_cache=False)  # 24 positions > 16
+    beams, scores = hypotheses(beam_search(tiny_model, idx, 20, num_beams=3, use_cache=False))  # 24 positions > 16
     for b, s in zip(beams, scores):
         assert abs(s.item() - summed_log_prob(tiny_model, b, 4) / 20) < 1e-5
     assert scores[0] >= scores[1] >= scores[2]
@@ -808,7 +820,7 @@ def test_wide_beam_equals_exhaustive_search():
     second = F.log_softmax(model(seqs)[0][:, -1].double(), -1)  # (V, V)
     total = (first[:, None] + second).flatten()  # (V * V,), index a * V + b
     best = torch.argsort(total, descending=True)[:V]
-    beams, scores = beam_search(model, idx, 2, num_beams=V, length_penalty=0.0)
+    beams, scores = hypotheses(beam_search(model, idx, 2, num_beams=V, length_penalty=0.0))
     expected = torch.stack([best // V, best % V], dim=1)
     assert torch.equal(beams[:, 5:], expected)
     torch.testing.assert_close(scores.double(), total[best], atol=1e-5, rtol=0)
@@ -857,7 +869,7 @@ def test_beam_search_matches_hugging_face(model_pair, use_cache):
         out = hf.generate(idx, attention_mask=torch.ones_like(idx), num_beams=3, num_return_sequences=3,
                           do_sample=False, max_new_tokens=8, length_penalty=1.0, early_stopping=False,
                           eos_token_id=None, pad_token_id=0, return_dict_in_generate=True, output_scores=True)
-        beams, scores = beam_search(model, idx, 8, num_beams=3, length_penalty=1.0, use_cache=use_cache)
+        beams, scores = hypotheses(beam_search(model, idx, 8, num_beams=3, length_penalty=1.0, use_cache=use_cache))
         assert torch.equal(beams[0], out.sequences[0])
         assert torch.equal(beams, out.sequences)
         torch.testing.assert_close(scores, out.sequences_scores, atol=1e-5, rtol=0)
@@ -870,3 +882,12 @@ def test_greedy_matches_hugging_face(model_pair):
     out = hf.generate(idx, attention_mask=torch.ones_like(idx), do_sample=False, max_new_tokens=12,
                       eos_token_id=None, pad_token_id=0)
     assert torch.equal(generate(model, idx, 12, temperature=0), out)
+
+
+def test_entropy_by_hand():
+    # uniform over 4: -4 * (1/4) ln(1/4) = ln 4; one certain token: 0; a removed (-inf) token adds nothing;
+    # p = (1/2, 1/4, 1/4): -(1/2 ln 1/2 + 2 * 1/4 ln 1/4) = 1.5 ln 2
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0],
+                           [0.0, -float("inf"), -float("inf"), -float("inf")],
+                           [math.log(0.5), math.log(0.25), math.log(0.25), -float("inf")]])
+    torch.testing.assert_close(entropy(logits), torch.tensor([math.log(4), 0.0, 1.5 * math.log(2)]))

@@ -123,3 +123,24 @@ def test_csv_round_trip(tmp_path):
             study.HUMAN: {key: 1.25 for key, _, _ in study.COLUMNS}}
     study.write_csv(rows, str(tmp_path / "study.csv"))
     assert study.read_csv(str(tmp_path / "study.csv")) == rows
+
+
+def test_a_quick_run_writes_no_file_unless_told_where(files, monkeypatch, capsys):
+    """--quick used to overwrite the committed docs/study.csv and study.png with a 2-prompt result."""
+    committed = {"DEFAULT_CSV": files["csv"].parent / "committed.csv", "DEFAULT_PLOT": files["plot"].parent / "committed.png"}
+    for name, path in committed.items():
+        monkeypatch.setattr(study, name, str(path))
+    assert study.main(["--ckpt", str(files["ckpt"]), "--data", str(files["data"]), "--quick"]) == 0
+    assert "wrote no file" in capsys.readouterr().out
+    assert not any(path.exists() for path in committed.values())
+
+
+def test_importing_the_study_leaves_the_matplotlib_backend_alone():
+    """A notebook that imports study.py must still show its figures inline: only main() picks a backend."""
+    import subprocess
+    import sys
+
+    code = "import matplotlib; before = matplotlib.get_backend(); import study; print(before == matplotlib.get_backend())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"MPLBACKEND": "svg"},
+                            cwd=study.HERE)
+    assert result.stdout.strip() == "True", result.stderr
