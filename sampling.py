@@ -120,9 +120,10 @@ def top_p_filter(logits, p, min_tokens_to_keep=1):
 
 
 def keep_at_least(remove, logits, n):
-    """remove (B, V) with the n most likely tokens of each row taken out of it."""
-    top = torch.topk(logits, min(n, logits.size(-1)), dim=-1).indices  # (B, n)
-    return remove.scatter(1, top, False)
+    """remove (B, V) less every token whose logit is at least the n-th largest (ties kept):
+    Hugging Face's min_tokens_to_keep."""
+    nth = torch.topk(logits, min(n, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
+    return remove & (logits < nth)
 
 
 def min_p_filter(logits, min_p, min_tokens_to_keep=1):
@@ -226,8 +227,8 @@ def mirostat_filter(logits, mu):
     Controls Perplexity"; llama.cpp `llama_sampler_mirostat_v2_apply`), its truncation: keep the
     tokens whose surprise -log2 p_i is at most mu (B,), and always the most likely one."""
     surprise = -torch.log2(F.softmax(logits, dim=-1))  # (B, V), in bits
-    remove = surprise > mu[:, None]  # (B, V)
-    return logits.masked_fill(keep_at_least(remove, logits, 1), float("-inf"))
+    remove = (surprise > mu[:, None]).scatter(1, greedy(logits), False)  # (B, V)
+    return logits.masked_fill(remove, float("-inf"))
 
 
 def mirostat_update(mu, logits, chosen, tau, eta):
