@@ -1,0 +1,340 @@
+"""
+Speculative decoding: a cheap drafter guesses the next k tokens, the model checks all k in one
+forward pass, and the text still has exactly the model's distribution (Leviathan, Kalman & Matias
+2023, "Fast Inference from Transformers via Speculative Decoding"; Chen et al. 2023,
+"Accelerating Large Language Model Decoding with Speculative Sampling").
+
+One round, with p the target model's processed distribution and q the drafter's:
+
+    draft    x_1 .. x_k,  each x_i ~ q_i = q(. | text, x_<i)                   k cheap steps
+    verify   p_1 .. p_{k+1} = p(. | text, x_<i)                                 one target pass
+    accept   x_1, x_2, ... in order, x_i with probability min(1, p_i(x_i) / q_i(x_i))
+    then     at the first rejection i: one token from norm(max(0, p_i - q_i));
+             when all k stand: one more token from p_{k+1}
+
+so a round adds between 1 and k + 1 tokens for one pass of the target. Greedy decoding
+(temperature 0) keeps the drafts while they equal the target's argmax, then adds the argmax.
+p and q both come out of the same Decoding pipeline (penalties, temperature, filters), applied
+at each position to the context up to that position.
+
+Drafters, with the methods reset(ids), next_logits(ids) and rollback(length):
+    ModelDrafter   a small GPT with its own KV cache (checkpoints/draft.pt: one layer)
+    NgramDrafter   no network: counts of character n-grams in the training text
+
+One prompt at a time (batch size 1). V: vocabulary size, T: tokens of text so far, k: drafts.
+"""
+import math
+import os
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sampling import Decoding, Run, ends_with, greedy, process
+
+TRAINING_TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare_char", "input.txt")
+TRAIN_FRACTION = 0.9  # prepare.py's split: the first 90% of input.txt is train.bin
+
+
+# ----------------------------------------------------------------------------- the rule
+
+def acceptance_probability(p, q, drafted):
+    """min(1, p(x) / q(x)) for each drafted token x: the chance that it stands.
+
+    p, q: (k, V) probabilities; drafted: (k,) ids, each drawn from its row of q, so q(x) > 0.
+    A token the drafter over-rates (q(x) > p(x)) is kept only in the proportion p(x) / q(x). -> (k,)"""
+    rows = drafted[:, None]  # (k, 1)
+    return (p.gather(1, rows) / q.gather(1, rows))[:, 0].clamp(max=1.0)  # (k,)
+
+
+def residual(p, q):
+    """What to draw from after a rejection: norm(max(0, p - q)) = max(0, p - q) / sum_y max(0, p(y) - q(y)),
+    the mass that p has and q lacks. (..., V) -> (..., V)
+
+    Why the output then follows p exactly (Leviathan et al. 2023, appendix A.1): with
+    beta = sum_x min(p(x), q(x)) the chance of accepting, and sum_y max(0, p(y) - q(y)) = 1 - beta,
+
+        P(y) = q(y) min(1, p(y) / q(y)) + (1 - beta) max(0, p(y) - q(y)) / (1 - beta)
+             = min(p(y), q(y)) + max(0, p(y) - q(y)) = p(y).
+
+    When p = q nothing is left to redistribute and a rejection cannot happen: p is returned."""
+    excess = (p - q).clamp(min=0)  # (..., V)
+    total = excess.sum(dim=-1, keepdim=True)  # (..., 1)
+    return torch.where(total > 0, excess / total.clamp(min=torch.finfo(p.dtype).tiny), p)
+
+
+def accept_or_resample(p, q, drafted, u, generator=None):
+    """The verification step of speculative sampling (Leviathan et al. 2023, Algorithm 1; Chen et
+    al. 2023, Algorithm 2): draft i stands when u_i < min(1, p_i(x_i) / q_i(x_i)), and the first
+    one that fails ends the round with a token drawn from residual(p_i, q_i); when all k stand,
+    one more token comes from p_{k+1}.
+
+    p: (k + 1, V) the target's probabilities at the k drafted positions and the one after them;
+    q: (k, V) the drafter's; drafted: (k,) ids; u: (k,) uniform numbers in [0, 1).
+    Returns (n, token): the first n drafts stand, and `token` follows them."""
+    k = drafted.size(0)
+    stands = u < acceptance_probability(p[:k], q, drafted)  # (k,)
+    n = int(stands.cumprod(dim=0).sum())  # drafts before the first rejection
+    last = residual(p[n], q[n]) if n < k else p[k]  # (V,)
+    return n, int(torch.multinomial(last, 1, generator=generator))
+
+
+def accept_greedy(logits, drafted):
+    """Greedy verification: the drafts stand while each is the target's argmax (ties: the lowest
+    id), and the target's argmax follows them. logits: (k + 1, V) the target's processed logits;
+    drafted: (k,) ids. Returns (n, token)."""
+    best = greedy(logits)[:, 0]  # (k + 1,)
+    n = int((best[:-1] == drafted).cumprod(dim=0).sum())
+    return n, int(best[n])
+
+
+# ----------------------------------------------------------------------------- the target's windows
+
+def window_start(t, prompt_length, block_size):
+    """Where the context of position t begins (the token at index t is predicted from
+    ids[start:t]) under plain cached decoding, sampling.model_input's schedule:
+
+    the prompt is read once, cropped to its last block_size tokens; the context then grows by one
+    token a step until it holds block_size tokens, and the next step restarts from the last
+    W = block_size // 2 of them. From s_0 = max(0, P - block_size), the n-th restart comes at
+    t = s_{n-1} + block_size + 1 and starts at s_n = t - W: each restart moves the start by
+    block_size + 1 - W."""
+    start = max(0, prompt_length - block_size)
+    if t - start <= block_size:
+        return start
+    period = block_size + 1 - max(1, block_size // 2)
+    return start + ((t - start - block_size - 1) // period + 1) * period
+
+
+class WindowedModel:
+    """A model read as plain cached decoding (sampling.stream) reads it: the logits of every
+    position come from exactly the context, and the positions, window_start() gives it. The target
+    is read this way, so that speculative decoding keeps its distribution past block_size too;
+    ModelDrafter reads the drafter this way, so that both models see the same window.
+
+    The KV cache holds ids[start : start + cache.length], a prefix of the context of the next
+    position to predict. Where window_start() moves, the cache is emptied and the new window is
+    read from its start (one more forward pass)."""
+
+    def __init__(self, model, prompt_length):
+        self.model, self.prompt_length = model, prompt_length
+        self.block_size = model.config.block_size
+        self.cache = model.new_cache(1)
+        self.start = window_start(prompt_length, prompt_length, self.block_size)
+        self.passes = 0  # forward passes so far
+
+    def logits(self, ids, first):
+        """The logits for the tokens at indices first .. T of ids (1, T), each predicted from its own
+        window, in one forward pass per window: (T - first + 1, V)."""
+        rows, t, T = [], first, ids.size(1)
+        while t <= T:
+            start = window_start(t, self.prompt_length, self.block_size)
+            if start != self.start:  # a restart: read the new window from its first token
+                self.cache.reset()
+                self.start = start
+            end = min(T, start + self.block_size)  # the last index this window predicts
+            fed = ids[:, start + self.cache.length:end]  # (1, n): what the cache lacks, up to ids[end - 1]
+            rows.append(self.model(fed, cache=self.cache)[0][0, t - end - 1:])  # (1, n, V) -> (end - t + 1, V)
+            self.passes += 1
+            t = end + 1
+        return torch.cat(rows)  # (T - first + 1, V)
+
+    def rollback(self, length):
+        """Only ids[:length] still stand, and the next call predicts index length + 1: forget the
+        rest of the cache with KVCache.truncate, or empty it when that index has another window."""
+        start = window_start(length + 1, self.prompt_length, self.block_size)
+        if start == self.start:
+            self.cache.truncate(min(length - start, self.cache.length))
+        else:
+            self.cache.reset()
+            self.start = start
+
+
+# ----------------------------------------------------------------------------- the drafters
+
+class ModelDrafter:
+    """A small GPT of the target's vocabulary as the drafter, with its own KV cache. It reads the
+    text in the target's windows when the block sizes agree (WindowedModel): any q would keep the
+    output exact, but a drafter that sees what the target sees agrees with it more often."""
+
+    def __init__(self, model):
+        self.model = model
+        self.reader = None
+
+    def reset(self, ids):
+        """A new text begins with the prompt ids (1, P)."""
+        self.reader = WindowedModel(self.model, ids.size(1))
+
+    def next_logits(self, ids):
+        """The logits (1, V) for the token after ids (1, T), reading only what the cache lacks."""
+        return self.reader.logits(ids, ids.size(1))  # (1, V)
+
+    def rollback(self, length):
+        """Only the first `length` tokens of what was read still stand."""
+        self.reader.rollback(length)
+
+
+def ngram_counts(ids, n, vocab_size):
+    """Every n-gram of ids (N,) as a base-V number, c_1 V^(n-1) + ... + c_n, sorted and without
+    repeats, with how often it occurs: (codes (M,), counts (M,)). They fit an int64 while V^n < 2^63."""
+    count = max(0, len(ids) - n + 1)
+    codes = np.zeros(count, dtype=np.int64)  # (N - n + 1,)
+    for j in range(n):
+        codes = codes * vocab_size + ids[j:j + count]
+    return np.unique(codes, return_counts=True)
+
+
+class NgramDrafter:
+    """A drafter without a network: a table of the character n-grams of a text.
+
+    q(. | text) is the next-character distribution after the longest context c, of at most
+    order - 1 characters, that occurs at least min_count times in the table's text:
+
+        q(x | c) = count(c x) / count(c),   as logits ln count(c x)   (ln 0 = -inf)
+
+    backing off to shorter contexts down to none (character frequencies). It needs no cache: its
+    reset and rollback do nothing."""
+
+    def __init__(self, text, stoi, order=8, min_count=2):
+        if order < 1 or len(stoi) ** order >= 2 ** 63:
+            raise ValueError(f"order must be >= 1 and V^order < 2^63 (8 for 65 characters), got {order}")
+        self.vocab_size, self.order, self.min_count = len(stoi), order, min_count
+        ids = np.array([stoi[c] for c in text], dtype=np.int64)  # (N,)
+        self.tables = [ngram_counts(ids, n, self.vocab_size) for n in range(1, order + 1)]  # tables[m]: (m+1)-grams
+
+    def reset(self, ids):
+        pass
+
+    def rollback(self, length):
+        pass
+
+    def next_logits(self, ids):
+        """ln count(c x) for every x (1, V), c the longest context after which the text has at least
+        min_count characters."""
+        context = ids[0, max(0, ids.size(1) - self.order + 1):].tolist()
+        for m in range(len(context), -1, -1):
+            code = 0
+            for c in context[len(context) - m:]:
+                code = code * self.vocab_size + c
+            codes, counts = self.tables[m]  # the (m + 1)-grams c x have codes code * V + x
+            low, high = np.searchsorted(codes, (code * self.vocab_size, (code + 1) * self.vocab_size))
+            if m == 0 or counts[low:high].sum() >= self.min_count:
+                break
+        logits = np.full(self.vocab_size, -np.inf, dtype=np.float32)  # (V,)
+        logits[codes[low:high] % self.vocab_size] = np.log(counts[low:high])
+        return torch.from_numpy(logits)[None]  # (1, V)
+
+
+def training_text(path=TRAINING_TEXT):
+    """The training part of Tiny Shakespeare: the first 90% of input.txt, as prepare.py splits it."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return text[:int(TRAIN_FRACTION * len(text))]
+
+
+# ----------------------------------------------------------------------------- one round, the loop
+
+def draft(drafter, run, k, decoding, stages):
+    """Up to k tokens from the drafter, each chosen as `decoding` chooses (argmax or a draw) from
+    the drafter's logits after the stages, on the context up to it. Returns tokens (n,) and their
+    processed logits q (n, V); n < k when the stages leave the drafter nothing to draw."""
+    ids, tokens, rows = run.ids, [], []
+    for _ in range(k):
+        position = Run(ids, run.prompt_length, run.generator)
+        logits = process(drafter.next_logits(ids), position, stages)  # (1, V)
+        if not torch.isfinite(logits).any():
+            break
+        token = decoding.choose(logits, position)  # (1, 1)
+        ids = torch.cat((ids, token), dim=1)  # (1, T + 1)
+        tokens.append(token[0])
+        rows.append(logits)
+    if not tokens:  # the round is then one step of plain decoding
+        return run.ids.new_zeros(0), torch.zeros(0, 0, device=run.ids.device)
+    return torch.cat(tokens), torch.cat(rows)  # (n,), (n, V)
+
+
+def process_rows(logits, ids, first, run, stages):
+    """The stages on the target's logits (n, V), row i predicting ids' index first + i and seeing
+    the context ids[:, :first + i], as sampling.stream would process it. -> (n, V)"""
+    if not stages:
+        return logits
+    return torch.cat([process(logits[i:i + 1], Run(ids[:, :first + i], run.prompt_length, run.generator), stages)
+                      for i in range(logits.size(0))])  # (n, V)
+
+
+class Round(NamedTuple):
+    """What speculative_stream() yields for each round."""
+    drafted: torch.Tensor  # (k,) the drafter's tokens
+    q: torch.Tensor  # (k,) the drafter's probability of each, q_i(x_i)
+    p: torch.Tensor  # (k,) the target's probability of each, p_i(x_i)
+    u: Optional[torch.Tensor]  # (k,) the uniform numbers the acceptance test drew; None when greedy
+    accepted: int  # drafts that stood
+    tokens: torch.Tensor  # (n,) what the round adds to the text: the drafts that stood and the target's token
+    finished: bool  # a stop string completed, or the target has nothing left to draw
+    passes: int  # forward passes of the target (2 when its window restarts inside the round)
+
+
+def check_decoding(decoding):
+    """A ValueError with one line when speculative decoding cannot reproduce `decoding`: the
+    acceptance test compares two distributions, which must be fixed by the context alone."""
+    if decoding.is_random:
+        raise ValueError("speculative decoding needs a distribution fixed by the context alone: "
+                         "XTC and mirostat draw or keep state from step to step")
+
+
+@torch.inference_mode()
+def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding(), num_draft_tokens=4,
+                       generator=None, stoi=None):
+    """Speculative decoding of the prompt idx (1, T): yield a Round for each target pass, until
+    max_new_tokens tokens or a stop string (decoding.stop, encoded with stoi; it ends the text
+    wherever in a round it completes, and stays in Round.tokens for the caller to cut).
+
+    The text has the distribution of sampling.stream(target, idx, ...) with the same decoding, and
+    greedy decoding gives its very tokens. A round drafts min(num_draft_tokens, tokens left - 1)."""
+    check_decoding(decoding)
+    if idx.size(0) != 1:
+        raise ValueError(f"speculative decoding continues one prompt at a time, got a batch of {idx.size(0)}")
+    stages = decoding.stages(stoi)
+    stops = [[stoi[c] for c in s] for s in decoding.stop]
+    run = decoding.start(idx, generator)
+    verifier = WindowedModel(target, idx.size(1))
+    drafter.reset(idx)
+    made = 0
+    while made < max_new_tokens:
+        T = run.ids.size(1)
+        drafted, q_logits = draft(drafter, run, min(num_draft_tokens, max_new_tokens - made - 1), decoding, stages)
+        k = drafted.size(0)
+        ids = torch.cat((run.ids, drafted[None]), dim=1)  # (1, T + k)
+        passes = verifier.passes
+        p_logits = process_rows(verifier.logits(ids, T), ids, T, run, stages)  # (k + 1, V)
+        empty = ~torch.isfinite(p_logits).any(dim=-1)  # (k + 1,): the target has nothing left to draw there
+        p = F.softmax(p_logits.masked_fill(empty[:, None], 0.0), dim=-1)  # (k + 1, V)
+        q = F.softmax(q_logits, dim=-1)  # (k, V)
+        u = None if decoding.is_greedy else torch.rand(k, generator=generator, device=p.device)  # (k,)
+        n, token = accept_greedy(p_logits, drafted) if u is None else accept_or_resample(p, q, drafted, u, generator)
+        if empty[:n + 1].any():  # the text ends where the target has nothing left to draw
+            n, token = int(empty.int().argmax()), None
+        tokens = torch.cat((drafted[:n], drafted.new_tensor([] if token is None else [token])))  # (n + 1,) or (n,)
+        finished = token is None
+        for i in range(len(tokens) if stops else 0):
+            if ends_with(torch.cat((run.ids, tokens[None, :i + 1]), dim=1), stops, run.prompt_length)[0]:
+                tokens, finished = tokens[:i + 1], True
+                break
+        run.ids = torch.cat((run.ids, tokens[None]), dim=1)  # (1, T + n + 1)
+        made += len(tokens)
+        verifier.rollback(T + n)
+        drafter.rollback(T + n)
+        rows = drafted[:, None]  # (k, 1)
+        yield Round(drafted, q.gather(1, rows)[:, 0], p[:k].gather(1, rows)[:, 0], u, n, tokens, finished,
+                    verifier.passes - passes)
+        if finished:
+            return
+
+
+def speculative_generate(target, drafter, idx, max_new_tokens, decoding=Decoding(), num_draft_tokens=4,
+                         generator=None, stoi=None):
+    """idx (1, T) extended by speculative decoding: (1, T + n), n = max_new_tokens unless a stop
+    string or an empty distribution ended the text earlier."""
+    rounds = speculative_stream(target, drafter, idx, max_new_tokens, decoding, num_draft_tokens, generator, stoi)
+    return torch.cat([idx[0], *(r.tokens for r in rounds)])[None]  # (1, T + n)
