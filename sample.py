@@ -11,6 +11,8 @@ Sample from a trained model, and watch how the next character is chosen.
     python sample.py --walkthrough                     # the lesson: five methods, step by step
     python sample.py --walkthrough --top_p 0.9         # one strategy, step by step
     python sample.py --compare                         # every strategy on the same prompt
+    python sample.py --draft checkpoints/draft.pt      # speculative decoding: same text distribution, faster
+    python sample.py --draft ngram --walkthrough       # each round: drafts, p and q, accepted or not
 
 In --start, --stop, --logit_bias and --dry_sequence_breakers, \\n stands for a newline.
 """
@@ -18,6 +20,7 @@ import argparse
 import os
 import re
 import sys
+import time
 from dataclasses import fields, replace
 
 import torch
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 import checkpoint
 import metrics
 import sampling
+import speculative
 from cli import Parser, unescape
 from sampling import Decoding
 from show import candidates_table, logprobs_table, visible
@@ -57,6 +61,8 @@ COMPARE_BEAMS = 4
 MAX_SAMPLES = 1000  # rows decoded together; each holds a KV cache of about 1 MB for the shipped model
 MAX_BEAMS = 64
 MAX_SEED = 2 ** 63 - 1 - MAX_SAMPLES  # torch seeds are 64-bit; sample i uses seed + i
+DRAFT_TOKENS = 4  # --num_draft_tokens: the fastest k in bench/bench_generate.py
+MAX_DRAFT_TOKENS = 16
 
 
 # ----------------------------------------------------------------------------- flags
@@ -116,6 +122,12 @@ def build_parser():
                    help="finished hypothesis score = log-probability / length^this; it matters only when "
                         "hypotheses end at different lengths, that is with --stop (in [-10, 10])")
     b.add_argument("--no_cache", action="store_true", help="recompute the whole context at every step (slow, for comparison)")
+    d = p.add_argument_group("speculative decoding (one sample; the text keeps the model's distribution)")
+    d.add_argument("--draft", help="who drafts: a small checkpoint of the same vocabulary (checkpoints/draft.pt), "
+                                   "or 'ngram' for the character n-grams of the training text")
+    d.add_argument("--num_draft_tokens", type=int, default=DRAFT_TOKENS,
+                   help=f"characters drafted per round, checked in one pass of the model (in [1, {MAX_DRAFT_TOKENS}]; "
+                        f"default {DRAFT_TOKENS})")
     m = p.add_argument_group("lessons")
     m.add_argument("--walkthrough", action="store_true", help="print ids, shapes and the candidates after each stage, step by step")
     m.add_argument("--steps", type=int, default=3, help="steps shown in detail by --walkthrough")
@@ -129,7 +141,8 @@ def parse_args(argv=None):
     if args.max_new_tokens is None:
         args.max_new_tokens = 100 if args.walkthrough or args.compare else 500
     ranges = [("max_new_tokens", 0, 1_000_000), ("steps", 0, 1_000_000), ("num_samples", 1, MAX_SAMPLES),
-              ("num_beams", 1, MAX_BEAMS), ("seed", 0, MAX_SEED), ("logprobs", 0, 1_000_000)]
+              ("num_beams", 1, MAX_BEAMS), ("seed", 0, MAX_SEED), ("logprobs", 0, 1_000_000),
+              ("num_draft_tokens", 1, MAX_DRAFT_TOKENS)]
     for name, low, high in ranges:
         if not low <= getattr(args, name) <= high:
             parser.error(f"--{name} must be in [{low}, {high}], got {getattr(args, name)}")
@@ -144,6 +157,10 @@ def parse_args(argv=None):
     except ValueError as e:
         named = str(e).split()[0] in chosen
         parser.error(("--" if named else "") + str(e))
+    if args.draft is not None:
+        problem = speculative_conflict(args)
+        if problem:
+            parser.error(problem)
     args.lesson = args.walkthrough and not args.decoding.changed()  # no decoding flags: the five-method lesson
     if args.start is None:
         args.start = ARTICLE_PROMPT if args.walkthrough or args.compare else "\n"
@@ -369,6 +386,123 @@ def compare(model, idx, args, itos, stoi):
         print(f"--- {summary(text)}\n")
 
 
+# ----------------------------------------------------------------------------- --draft: speculative decoding
+
+def speculative_conflict(args):
+    """A one-line error for a flag --draft cannot honour, or None."""
+    others = [("--num_samples", args.num_samples > 1), ("--num_beams", args.num_beams > 1),
+              ("--compare", args.compare), ("--logprobs", args.logprobs > 0), ("--no_cache", args.no_cache)]
+    named = [flag for flag, given in others if given]
+    if named:
+        return f"--draft decodes one sample with the KV caches: drop {', '.join(named)}"
+    try:
+        speculative.check_decoding(args.decoding)
+    except ValueError as e:
+        return f"--draft: {e}"
+    return None
+
+
+def load_drafter(name, meta, device):
+    """The drafter --draft names: 'ngram', or a checkpoint of the model's vocabulary."""
+    if name == "ngram":
+        path = speculative.TRAINING_TEXT
+        try:
+            text = speculative.training_text(path)
+        except OSError:
+            raise checkpoint.CheckpointError(f"--draft ngram counts the characters of {path}, which is missing: "
+                                             f"run python data/shakespeare_char/prepare.py")
+        if not set(text) <= set(meta["stoi"]):
+            raise checkpoint.CheckpointError(f"--draft ngram: {path} has characters the model's vocabulary lacks")
+        return speculative.NgramDrafter(text, meta["stoi"])
+    model, draft_meta, _ = checkpoint.load(name, device)
+    if draft_meta["itos"] != meta["itos"]:
+        raise checkpoint.CheckpointError(f"--draft {name}: its vocabulary ({draft_meta['vocab_size']} symbols) "
+                                         f"is not the model's ({meta['vocab_size']}): the drafts must be the model's tokens")
+    return speculative.ModelDrafter(model)
+
+
+def statistics(rounds, seconds):
+    """'412 of 530 drafted characters accepted (77.7%), 2.86 characters per pass of the model, 312 characters/s'"""
+    drafted, accepted = sum(len(r.drafted) for r in rounds), sum(r.accepted for r in rounds)
+    made, passes = sum(len(r.tokens) for r in rounds), sum(r.passes for r in rounds)
+    return (f"speculative decoding: {accepted} of {drafted} drafted characters accepted "
+            f"({accepted / max(drafted, 1):.1%}), {made / max(passes, 1):.2f} characters per pass of the model "
+            f"({passes} passes), {made / max(seconds, 1e-9):.0f} characters/s")
+
+
+def print_round(number, r, text, itos, greedy):
+    """One round in detail: the drafts with q(x) and p(x), which stood, and the model's character."""
+    drafts = checkpoint.decode(r.drafted, itos)
+    passes = "one pass" if r.passes == 1 else f"{r.passes} passes (its window restarts in this round)"
+    print(f"\nround {number}: the drafter proposes {visible(drafts)!r}, the model checks "
+          f"{len(drafts)} + 1 positions in {passes}")
+    print(f"      {'char':<6}{'q(x)':>8}{'p(x)':>8}" + ("" if greedy else f"{'min(1, p/q)':>13}{'u':>8}"))
+    for i, (x, q, p) in enumerate(zip(drafts, r.q.tolist(), r.p.tolist())):
+        line = f"   {i + 1:<3}{visible(x)!r:<6}{q:>8.3f}{p:>8.3f}"
+        if not greedy:
+            line += f"{min(1.0, p / q):>13.3f}{r.u[i].item():>8.3f}"
+        if i < r.accepted:
+            print(line + "   accepted" + (": the model's argmax too" if greedy else ": u < min(1, p/q)"))
+        else:
+            print(line + "   rejected" + (": not the model's argmax" if greedy else ": u >= min(1, p/q)"))
+            break
+    if len(r.tokens) > r.accepted:
+        chosen = visible(itos[r.tokens[r.accepted].item()])
+        if greedy:
+            print(f"   then {chosen!r}: the model's argmax")
+        elif r.accepted < len(drafts):
+            print(f"   then {chosen!r}, drawn from the residual norm(max(0, p - q)) at position {r.accepted + 1}")
+        else:
+            print(f"   {f'all {len(drafts)} accepted; ' if drafts else ''}then {chosen!r}, drawn from p at position "
+                  f"{len(drafts) + 1}")
+    if r.finished:
+        print("   the text ends here" + (": a stop string completed" if len(r.tokens) else ": nothing left to draw"))
+    print(f"   text: ...{visible(text)[-60:]!r}")
+
+
+def speculate(model, meta, idx, args):
+    """--draft: decode with speculative decoding, every round in detail for --walkthrough's first
+    --steps rounds; the statistics go to stderr."""
+    try:
+        drafter = load_drafter(args.draft, meta, args.device)
+    except checkpoint.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    itos, stops = meta["itos"], args.decoding.stop
+    generator = torch.Generator(args.device).manual_seed(args.seed)
+    prompt = checkpoint.decode(idx[0], itos)
+    steps = args.steps if args.walkthrough else 0
+    if steps:
+        print(f"prompt {visible(prompt)!r} -> ids {idx[0].tolist()[:12]}{' ...' if idx.size(1) > 12 else ''}; "
+              f"drafter {args.draft}, {args.num_draft_tokens} characters per round")
+    else:
+        print(prompt, end="", flush=True)
+    rounds, text, shown = [], "", 0
+    start = time.perf_counter()
+    for number, r in enumerate(speculative.speculative_stream(model, drafter, idx, args.max_new_tokens, args.decoding,
+                                                              args.num_draft_tokens, generator, meta["stoi"]), 1):
+        rounds.append(r)
+        text += checkpoint.decode(r.tokens, itos)
+        if number <= steps:
+            print_round(number, r, prompt + text, itos, args.decoding.is_greedy)
+            if number == steps:
+                print("\n...the remaining rounds, the same way:\n")
+                print(prompt, end="")
+        if number >= steps:
+            ready = printable(text, r.finished, stops)
+            print(text[shown:ready], end="", flush=True)
+            shown = max(shown, ready)
+    seconds = time.perf_counter() - start
+    if len(rounds) < steps:  # fewer rounds than --steps: the text is printed once, at the end
+        print("\nthe text:\n" + prompt + cut_stop(text, stops), end="")
+    print()
+    if rounds and rounds[-1].finished and cut_stop(text, stops) == text:
+        print(f"note: the text ended after {len(text)} characters: the settings left no character to draw",
+              file=sys.stderr)
+    print(statistics(rounds, seconds), file=sys.stderr)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     problem = check_device(args.device)
@@ -387,6 +521,8 @@ def main(argv=None):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     idx = torch.tensor([checkpoint.encode(args.start, stoi)], device=args.device)  # (1, T)
+    if args.draft is not None:
+        return speculate(model, meta, idx, args)
     if args.walkthrough:
         walkthrough(model, idx, args, itos, stoi)
     elif args.compare:
