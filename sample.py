@@ -430,15 +430,17 @@ def statistics(rounds, seconds):
             f"({passes} passes), {made / max(seconds, 1e-9):.0f} characters/s")
 
 
-def print_round(number, r, text, itos, greedy):
-    """One round in detail: the drafts with q(x) and p(x), which stood, and the model's character."""
+def print_round(number, r, text, itos, greedy, ending=None):
+    """One round in detail: the drafts with q(x) and p(x), which stood, and the model's character;
+    `ending` says why the text ends in this round, if it does."""
     drafts = checkpoint.decode(r.drafted, itos)
     passes = "one pass" if r.passes == 1 else f"{r.passes} passes (its window restarts in this round)"
     print(f"\nround {number}: the drafter proposes {visible(drafts)!r}, the model checks "
           f"{len(drafts)} + 1 positions in {passes}")
     print(f"      {'char':<6}{'q(x)':>8}{'p(x)':>8}" + ("" if greedy else f"{'min(1, p/q)':>13}{'u':>8}"))
-    for i, (x, q, p) in enumerate(zip(drafts, r.q.tolist(), r.p.tolist())):
-        line = f"   {i + 1:<3}{visible(x)!r:<6}{q:>8.3f}{p:>8.3f}"
+    for i, x in enumerate(r.drafted.tolist()):
+        q, p = r.q[i, x].item(), r.p[i, x].item()
+        line = f"   {i + 1:<3}{visible(itos[x])!r:<6}{q:>8.3f}{p:>8.3f}"
         if not greedy:
             line += f"{min(1.0, p / q):>13.3f}{r.u[i].item():>8.3f}"
         if i < r.accepted:
@@ -448,15 +450,13 @@ def print_round(number, r, text, itos, greedy):
             break
     if len(r.tokens) > r.accepted:
         chosen = visible(itos[r.tokens[r.accepted].item()])
-        if greedy:
-            print(f"   then {chosen!r}: the model's argmax")
-        elif r.accepted < len(drafts):
-            print(f"   then {chosen!r}, drawn from the residual norm(max(0, p - q)) at position {r.accepted + 1}")
-        else:
-            print(f"   {f'all {len(drafts)} accepted; ' if drafts else ''}then {chosen!r}, drawn from p at position "
-                  f"{len(drafts) + 1}")
-    if r.finished:
-        print("   the text ends here" + (": a stop string completed" if len(r.tokens) else ": nothing left to draw"))
+        source = ("the model's argmax" if greedy else
+                  f"drawn from the residual norm(max(0, p - q)) at position {r.accepted + 1}"
+                  if r.accepted < len(drafts) else f"drawn from p at position {len(drafts) + 1}")
+        print(f"   {f'all {len(drafts)} accepted; ' if drafts and r.accepted == len(drafts) else ''}"
+              f"then {chosen!r}, {source}")
+    if ending:
+        print(f"   the text ends here: {ending}")
     print(f"   text: ...{visible(text)[-60:]!r}")
 
 
@@ -484,7 +484,9 @@ def speculate(model, meta, idx, args):
         rounds.append(r)
         text += checkpoint.decode(r.tokens, itos)
         if number <= steps:
-            print_round(number, r, prompt + text, itos, args.decoding.is_greedy)
+            ending = r.finished and ("a stop string completed" if cut_stop(text, stops) != text else
+                                     "the settings left no character to draw")
+            print_round(number, r, prompt + text, itos, args.decoding.is_greedy, ending)
             if number == steps:
                 print("\n...the remaining rounds, the same way:\n")
                 print(prompt, end="")

@@ -193,15 +193,25 @@ class NgramDrafter:
 
         q(x | c) = count(c x) / count(c),   as logits ln count(c x)   (ln 0 = -inf)
 
-    backing off to shorter contexts down to none (character frequencies). It needs no cache: its
-    reset and rollback do nothing."""
+    backing off to shorter contexts down to none (character frequencies). On text the shipped
+    model writes, order 6 and min_count 8 make q closest to its p: sum_x min(p, q) = 0.75 sampling,
+    the same argmax 82% of the time greedy (0.69 and 64% for the one-layer draft model).
 
-    def __init__(self, text, stoi, order=8, min_count=2):
-        if order < 1 or len(stoi) ** order >= 2 ** 63:
-            raise ValueError(f"order must be >= 1 and V^order < 2^63 (8 for 65 characters), got {order}")
-        self.vocab_size, self.order, self.min_count = len(stoi), order, min_count
+    Every n-gram of every order sits in one sorted array, an n-gram g of n characters as the
+    number (n - 1) V^order + g_1 V^(n-1) + ... + g_n, so that the n-grams that continue a context
+    form one run of it, and all the contexts' runs are found in one search. It needs no cache:
+    its reset and rollback do nothing."""
+
+    def __init__(self, text, stoi, order=6, min_count=8):
+        V = len(stoi)
+        if order < 1 or order * V ** order >= 2 ** 63:
+            raise ValueError(f"order must be >= 1 and order * V^order < 2^63 (8 for 65 characters), got {order}")
+        self.vocab_size, self.order, self.min_count = V, order, min_count
         ids = np.array([stoi[c] for c in text], dtype=np.int64)  # (N,)
-        self.tables = [ngram_counts(ids, n, self.vocab_size) for n in range(1, order + 1)]  # tables[m]: (m+1)-grams
+        codes, counts = zip(*(ngram_counts(ids, n, V) for n in range(1, order + 1)))
+        self.keys = np.concatenate([n * V ** order + c for n, c in enumerate(codes)])  # (M,), sorted
+        self.log_counts = np.log(np.concatenate(counts)).astype(np.float32)  # (M,)
+        self.cumulative = np.concatenate(([0], np.cumsum(np.concatenate(counts))))  # (M + 1,)
 
     def reset(self, ids):
         pass
@@ -212,17 +222,20 @@ class NgramDrafter:
     def next_logits(self, ids):
         """ln count(c x) for every x (1, V), c the longest context after which the text has at least
         min_count characters."""
+        V = self.vocab_size
         context = ids[0, max(0, ids.size(1) - self.order + 1):].tolist()
-        for m in range(len(context), -1, -1):
-            code = 0
-            for c in context[len(context) - m:]:
-                code = code * self.vocab_size + c
-            codes, counts = self.tables[m]  # the (m + 1)-grams c x have codes code * V + x
-            low, high = np.searchsorted(codes, (code * self.vocab_size, (code + 1) * self.vocab_size))
-            if m == 0 or counts[low:high].sum() >= self.min_count:
-                break
-        logits = np.full(self.vocab_size, -np.inf, dtype=np.float32)  # (V,)
-        logits[codes[low:high] % self.vocab_size] = np.log(counts[low:high])
+        starts, code = [], 0  # the first key of the n-grams after each context, the empty one first
+        for m in range(len(context) + 1):
+            if m:
+                code += context[-m] * V ** (m - 1)  # the code of the last m characters
+            starts.append(m * V ** self.order + code * V)
+        starts = np.array(starts)  # (m + 1,)
+        bounds = np.searchsorted(self.keys, np.concatenate((starts, starts + V)))  # (2 (m + 1),)
+        low, high = bounds[:len(starts)], bounds[len(starts):]
+        seen = np.flatnonzero(self.cumulative[high] - self.cumulative[low] >= self.min_count)  # contexts seen enough
+        m = seen[-1] if len(seen) else 0
+        logits = np.full(V, -np.inf, dtype=np.float32)  # (V,)
+        logits[self.keys[low[m]:high[m]] % V] = self.log_counts[low[m]:high[m]]
         return torch.from_numpy(logits)[None]  # (1, V)
 
 
@@ -265,9 +278,9 @@ def process_rows(logits, ids, first, run, stages):
 
 class Round(NamedTuple):
     """What speculative_stream() yields for each round."""
-    drafted: torch.Tensor  # (k,) the drafter's tokens
-    q: torch.Tensor  # (k,) the drafter's probability of each, q_i(x_i)
-    p: torch.Tensor  # (k,) the target's probability of each, p_i(x_i)
+    drafted: torch.Tensor  # (k,) the drafter's tokens x_1 .. x_k
+    q: torch.Tensor  # (k, V) the drafter's processed distributions q_1 .. q_k they were drawn from
+    p: torch.Tensor  # (k + 1, V) the target's processed distributions p_1 .. p_{k+1}
     u: Optional[torch.Tensor]  # (k,) the uniform numbers the acceptance test drew; None when greedy
     accepted: int  # drafts that stood
     tokens: torch.Tensor  # (n,) what the round adds to the text: the drafts that stood and the target's token
@@ -325,9 +338,7 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
         made += len(tokens)
         verifier.rollback(T + n)
         drafter.rollback(T + n)
-        rows = drafted[:, None]  # (k, 1)
-        yield Round(drafted, q.gather(1, rows)[:, 0], p[:k].gather(1, rows)[:, 0], u, n, tokens, finished,
-                    verifier.passes - passes)
+        yield Round(drafted, q, p, u, n, tokens, finished, verifier.passes - passes)
         if finished:
             return
 
