@@ -1,16 +1,25 @@
 """
-What the KV cache and batching buy: tokens per second of three ways to generate, in one run.
+What the KV cache, batching and speculative decoding buy: tokens per second of several ways to
+generate, in one run.
 
-    python bench/bench_generate.py
+    python bench/bench_generate.py                          # everything, torch's threads
+    python bench/bench_generate.py --threads 1 --only speculative
+    python bench/bench_generate.py --figure                 # also save docs/figures/kv_cache.png
 
-- naive:   every step feeds the whole context (cropped to block_size) through the model, as nanoGPT does
-- cached:  the prompt once, then one token per step against the KV cache
-- batched: 10 samples decoded together (cached), against 10 runs one after another
+- naive:       every step feeds the whole context (cropped to block_size) through the model, as nanoGPT does
+- cached:      the prompt once, then one token per step against the KV cache
+- batched:     10 samples decoded together (cached), against 10 runs one after another
+- speculative: one sample of 500 characters, plain cached sampling against speculative decoding with
+               the draft model (checkpoints/draft.pt) and the n-gram drafter at k = 1 .. 8 drafts per
+               round, at temperature 1 and 0; then Hugging Face's generate, with and without
+               assistant_model, on the same weights, 100 characters (GPT-2 stops at n_positions)
 
-Prints tokens/s at 100, 500 and 1000 new tokens and the ratios, and saves a plot of the time per
-token against its position for the naive and the cached loop (docs/figures/kv_cache.png).
+Prints tokens/s and the ratios, and with --figure saves a plot of the time per token against its
+position for the naive and the cached loop. Each measurement is the fastest of --repeats runs,
+interleaved so that all see the same machine.
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -24,6 +33,12 @@ sys.path.insert(0, ROOT)
 import checkpoint  # noqa: E402
 import plots  # noqa: E402  (large fonts, and save())
 import sampling  # noqa: E402
+import speculative  # noqa: E402
+
+DRAFT_CKPT = os.path.join(ROOT, "checkpoints", "draft.pt")
+SPECULATIVE_TOKENS = 500  # one sample, as long as the CLI's default
+KS = range(1, 9)  # drafts per round
+HF_TOKENS = 100  # Hugging Face's GPT-2 cannot go past n_positions = block_size = 128
 
 
 def timed_steps(model, idx, new_tokens, use_cache, seed=0):
@@ -65,23 +80,8 @@ def plot(naive, cached, block_size):
     return plots.save(fig, "kv_cache.png")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", default=checkpoint.DEFAULT_CKPT)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the fastest counts")
-    parser.add_argument("--batch", type=int, default=10, help="samples decoded together")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
-    args = parser.parse_args()
-    try:
-        model, meta, _ = checkpoint.load(args.ckpt)
-    except checkpoint.CheckpointError as e:
-        sys.exit(f"error: {e}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    prompt = torch.tensor([checkpoint.encode("\n", meta["stoi"])])  # (1, 1)
-    print(f"{model.num_params() / 1e6:.2f}M parameters, block_size {model.config.block_size}, "
-          f"{torch.get_num_threads()} threads, best of {args.repeats}")
-
+def kv_cache(model, prompt, args):
+    """Naive against cached decoding, and a batch against one sample after another."""
     runs = {"naive": [], "cached": []}
     for _ in range(args.repeats):  # interleaved, so that both see the same machine
         runs["naive"].append(timed_steps(model, prompt, 1000, use_cache=False))  # (1000,)
@@ -106,8 +106,162 @@ def main():
     one_by_one, together = min(one_by_one), min(together)
     print(f"\n{args.batch} samples of {n} tokens: one after another {args.batch * n / one_by_one:.0f} tok/s, "
           f"in one batch {args.batch * n / together:.0f} tok/s: {one_by_one / together:.1f}x")
+    if args.figure:
+        os.environ.setdefault("NANODECODE_FIGURES", plots.DOCS_FIGURES)  # plots.save() writes only there
+        print(f"\nsaved {plot(naive, cached, model.config.block_size)}")
 
-    print(f"\nsaved {plot(naive, cached, model.config.block_size)}")
+
+# ----------------------------------------------------------------------------- speculative decoding
+
+def fastest_of(jobs, repeats):
+    """{name: (seconds, result)}: each job() run `repeats` times, interleaved with the others, and
+    the fastest run kept with what it returned."""
+    best = {}
+    for _ in range(repeats):
+        for name, job in jobs.items():
+            start = time.perf_counter()
+            result = job()
+            seconds = time.perf_counter() - start
+            if name not in best or seconds < best[name][0]:
+                best[name] = (seconds, result)
+    return best
+
+
+def plain_job(model, prompt, n, decoding, seed=0):
+    """Plain cached decoding of n tokens: a job for fastest_of()."""
+    return lambda: list(sampling.stream(model, prompt, n, decoding, torch.Generator().manual_seed(seed)))
+
+
+def speculative_job(model, drafter, prompt, n, decoding, k, stoi, seed=0):
+    """Speculative decoding of n tokens, returning its rounds: a job for fastest_of()."""
+    return lambda: list(speculative.speculative_stream(model, drafter, prompt, n, decoding, k,
+                                                       torch.Generator().manual_seed(seed), stoi))
+
+
+def hf_job(hf, prompt, n, decoding, assistant=None, seed=0):
+    """Hugging Face's generate of n tokens, pure sampling or greedy, with or without an assistant."""
+    def job():
+        torch.manual_seed(seed)
+        return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=not decoding.is_greedy, temperature=None if decoding.is_greedy else decoding.temperature,
+                           top_k=0, assistant_model=assistant, pad_token_id=0, eos_token_id=None)
+    return job
+
+
+def round_statistics(rounds):
+    """(acceptance rate, characters per pass of the target) of a run's rounds."""
+    drafted, accepted = sum(len(r.drafted) for r in rounds), sum(r.accepted for r in rounds)
+    return accepted / max(drafted, 1), sum(len(r.tokens) for r in rounds) / sum(r.passes for r in rounds)
+
+
+def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
+    """Plain cached decoding against each drafter at each k, n tokens: prints the table, returns
+    {(drafter, k): tokens/s} and the plain tokens/s."""
+    jobs = {("plain", 0): plain_job(model, prompt, n, decoding)}
+    for name, drafter in drafters.items():
+        jobs.update({(name, k): speculative_job(model, drafter, prompt, n, decoding, k, stoi) for k in ks})
+    best = fastest_of(jobs, args.repeats)
+    plain = n / best[("plain", 0)][0]
+    print(f"\n{'':<14}{'k':>3}{'accepted':>10}{'chars/pass':>12}{'tok/s':>8}{'vs plain':>10}")
+    print(f"{'plain cached':<14}{'-':>3}{'-':>10}{1:>12.2f}{plain:>8.0f}{1:>9.2f}x")
+    rates = {}
+    for (name, k), (seconds, rounds) in best.items():
+        if name != "plain":
+            acceptance, per_pass = round_statistics(rounds)
+            rates[name, k] = n / seconds
+            print(f"{name:<14}{k:>3}{acceptance:>10.1%}{per_pass:>12.2f}{n / seconds:>8.0f}{n / seconds / plain:>9.2f}x")
+    return rates, plain
+
+
+def hugging_face_table(model, draft, drafters, prompt, decoding, ks, args, stoi):
+    """Hugging Face's generate, with and without assistant_model, against ours on the same
+    weights: HF_TOKENS tokens, within GPT-2's n_positions."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from test_sampling import hf_copy  # the one mapping of our weights onto GPT2LMHeadModel
+
+    hf, hf_draft = hf_copy(model), hf_copy(draft)
+    n = HF_TOKENS
+    jobs = {"HF generate": hf_job(hf, prompt, n, decoding),
+            "HF generate + assistant_model": hf_job(hf, prompt, n, decoding, hf_draft),
+            "ours, plain cached": plain_job(model, prompt, n, decoding)}
+    jobs.update({f"ours, {name} k={ks[name]}": speculative_job(model, drafter, prompt, n, decoding, ks[name], stoi)
+                 for name, drafter in drafters.items()})
+    best = fastest_of(jobs, args.repeats)
+    hf_rate = n / best["HF generate"][0]
+    print(f"\n{n} new characters, Hugging Face's GPT2LMHeadModel on the same weights:")
+    print(f"{'':<34}{'tok/s':>8}{'vs HF generate':>16}")
+    for name, (seconds, _) in best.items():
+        print(f"{name:<34}{n / seconds:>8.0f}{n / seconds / hf_rate:>15.2f}x")
+
+
+def costs(model, draft, ngram, prompt, args):
+    """What bounds the speedup: one pass of the target against k + 1 new tokens, one step of
+    each drafter, in milliseconds (fastest of 50)."""
+    def ms(step, setup=lambda: None):
+        best = math.inf
+        for _ in range(50):
+            setup()
+            start = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - start)
+        return best * 1e3
+
+    context = prompt.repeat(1, 64)  # (1, 64): a cache half full, as on average
+    with torch.inference_mode():
+        for name, net in (("target", model), ("draft model", draft)):
+            cache = net.new_cache(1)
+            net(context, cache=cache)
+            line = [f"{k + 1} new: {ms(lambda: net(context[:, :k + 1], cache=cache), lambda: cache.truncate(64)):.3f}"
+                    for k in (0, 1, 3, 7)]
+            print(f"  {name:<12} one pass, ms: " + ", ".join(line))
+        print(f"  n-gram       one step, ms: {ms(lambda: ngram.next_logits(context)):.3f}")
+
+
+def speculative_section(model, meta, prompt, args):
+    """Plain cached against speculative decoding with both drafters, at temperature 1 and 0;
+    Hugging Face's generate with and without an assistant; what each step costs."""
+    stoi = meta["stoi"]
+    try:
+        draft, draft_meta, _ = checkpoint.load(args.draft)
+        text = speculative.training_text()
+    except (checkpoint.CheckpointError, OSError) as e:
+        sys.exit(f"error: {e}")
+    drafters = {"draft model": speculative.ModelDrafter(draft), "n-gram": speculative.NgramDrafter(text, stoi)}
+    print(f"\nspeculative decoding: batch 1, {SPECULATIVE_TOKENS} new characters after {prompt.size(1)} "
+          f"character(s), draft model {draft.num_params() / 1e6:.2f}M parameters ({draft.config.n_layer} layer)")
+    print("costs, what bounds the speedup:")
+    costs(model, draft, drafters["n-gram"], prompt, args)
+    for temperature in (1.0, 0.0):
+        decoding = sampling.Decoding(temperature=temperature)
+        print(f"\n=== temperature {temperature:g}{' (greedy)' if temperature == 0 else ''}")
+        rates, plain = speculative_table(model, drafters, prompt, decoding, KS, SPECULATIVE_TOKENS, args, stoi)
+        best_k = {name: max(KS, key=lambda k: rates[name, k]) for name in drafters}
+        hugging_face_table(model, draft, drafters, prompt, decoding, best_k, args, stoi)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", default=checkpoint.DEFAULT_CKPT)
+    parser.add_argument("--draft", default=DRAFT_CKPT, help="the draft model's checkpoint")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--batch", type=int, default=10, help="samples decoded together")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--only", choices=("kv_cache", "speculative"), help="run one part of the benchmark")
+    parser.add_argument("--figure", action="store_true", help="save the plot of the time per token (docs/figures/)")
+    args = parser.parse_args()
+    try:
+        model, meta, _ = checkpoint.load(args.ckpt)
+    except checkpoint.CheckpointError as e:
+        sys.exit(f"error: {e}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prompt = torch.tensor([checkpoint.encode("\n", meta["stoi"])])  # (1, 1)
+    print(f"{model.num_params() / 1e6:.2f}M parameters, block_size {model.config.block_size}, "
+          f"{torch.get_num_threads()} threads, best of {args.repeats}, load average {os.getloadavg()[0]:.2f}")
+    if args.only != "speculative":
+        kv_cache(model, prompt, args)
+    if args.only != "kv_cache":
+        speculative_section(model, meta, prompt, args)
 
 
 if __name__ == "__main__":
