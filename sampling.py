@@ -509,7 +509,9 @@ class Decoding:
                     z, token_counts(run.window(self.penalty_last_n, generated_only=True), z.size(-1)),
                     self.frequency_penalty, self.presence_penalty))
         if self.dry_multiplier:
-            breakers = {stoi[c] for c in self.dry_sequence_breakers if c in (stoi or {})}
+            if stoi is None and self.dry_sequence_breakers:
+                raise ValueError("DRY's sequence breakers are characters: pass the vocabulary (stoi)")
+            breakers = {stoi[c] for c in self.dry_sequence_breakers if c in stoi} if stoi else set()
             yield "dry", Stage(f"DRY {self.dry_multiplier:g} · {self.dry_base:g}^(n - {self.dry_allowed_length})",
                                lambda z, run: dry_penalty(z, run.ids, self.dry_multiplier, self.dry_base,
                                                           self.dry_allowed_length, breakers, self.dry_penalty_last_n))
