@@ -10,10 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import CHARS, ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "data", "shakespeare_char"))
-import prepare  # noqa: E402
+from conftest import CHARS, ROOT, SHAKESPEARE
+from data.shakespeare_char import prepare
 
 SCRIPT = os.path.join(ROOT, "data", "shakespeare_char", "prepare.py")
 
@@ -70,6 +68,11 @@ def server(text_bytes):
 
 def run_script(*args):
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_committed_text_is_tiny_shakespeare():
+    assert os.path.getsize(SHAKESPEARE) == 1_115_394
+    assert prepare.sha256_of(SHAKESPEARE) == prepare.SHA256
 
 
 def test_figures_vocabulary_and_splits(prepared):
