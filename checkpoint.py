@@ -53,16 +53,61 @@ def read(path, device="cpu"):
     return ckpt
 
 
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_char(value):
+    return isinstance(value, str) and len(value) == 1
+
+
+def check_meta(meta, source):
+    """The vocabulary {'vocab_size': V, 'stoi': {char: id}, 'itos': {id: char}}, checked: ids 0 .. V-1,
+    one character each, stoi the inverse of itos. A fault is a CheckpointError naming it."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source} is not a vocabulary: it holds a {type(meta).__name__}, not a dict")
+    missing = [repr(k) for k in ("vocab_size", "stoi", "itos") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{source} is not a vocabulary: it has no {', '.join(missing)}")
+    size, stoi, itos = meta["vocab_size"], meta["stoi"], meta["itos"]
+    rules = [  # in order: each rule may rely on the ones before it
+        ("vocab_size", lambda: is_int(size) and size >= 1, "a positive int"),
+        ("itos", lambda: isinstance(itos, dict) and all(is_int(i) and is_char(c) for i, c in itos.items()),
+         "a dict from int ids to single characters"),
+        ("stoi", lambda: isinstance(stoi, dict) and all(is_char(c) and is_int(i) for c, i in stoi.items()),
+         "a dict from single characters to int ids"),
+        ("itos", lambda: sorted(itos) == list(range(size)), "keyed by the ids 0 to vocab_size - 1"),
+        ("stoi", lambda: len(stoi) == size and stoi == {c: i for i, c in itos.items()},
+         "the inverse of itos, one id per character"),
+    ]
+    for name, ok, rule in rules:
+        if not ok():
+            raise CheckpointError(f"{source} is not a usable vocabulary: {name} must be {rule}")
+    return {"vocab_size": size, "stoi": stoi, "itos": itos}
+
+
+class PlainUnpickler(pickle.Unpickler):
+    """Reads dicts, ints, strings and other plain values, which need no import. A pickle that names
+    a class or a function (os.system, builtins.exec, ...) is refused instead of being called."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}, refused: a vocabulary holds only "
+                                     f"dicts, ints and strings")
+
+
 def read_meta(path):
-    """nanoGPT's meta.pkl: {'vocab_size', 'stoi', 'itos'}."""
+    """nanoGPT's meta.pkl, {'vocab_size', 'stoi', 'itos'}, read without running any code it may hold."""
     try:
         with open(path, "rb") as f:
-            meta = pickle.load(f)
-        return {"vocab_size": meta["vocab_size"], "stoi": meta["stoi"], "itos": meta["itos"]}
+            meta = PlainUnpickler(f).load()
     except FileNotFoundError:
         raise CheckpointError(f"no vocabulary file at {path}")
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a meta.pkl vocabulary ({type(e).__name__})")
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path} ({e.strerror})")
+    except Exception as e:  # refused, truncated, not a pickle at all
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path} is not a plain vocabulary ({reason})")
+    return check_meta(meta, path)
 
 
 def load(path=DEFAULT_CKPT, device="cpu", meta_path=None):
@@ -73,6 +118,8 @@ def load(path=DEFAULT_CKPT, device="cpu", meta_path=None):
     """
     ckpt = read(path, device)
     meta = ckpt.get("meta")
+    if meta is not None:
+        meta = check_meta(meta, f"the 'meta' of {path}")
     if meta_path is not None:
         meta_file = read_meta(meta_path)
         if meta is not None and meta["itos"] != meta_file["itos"]:

@@ -1,11 +1,13 @@
 """checkpoint.py: one loader for our checkpoints and nanoGPT's, and a clear error for anything else."""
 import os
 import pickle
+import re
 
 import pytest
 import torch
 
 import checkpoint
+from conftest import CHARS
 
 
 def nanogpt_checkpoint(model):
@@ -54,7 +56,8 @@ def test_nanogpt_checkpoint_without_meta_says_what_to_pass(tiny_model, tmp_path)
 
 def test_vocabulary_mismatch(tiny_model, meta, tmp_path):
     checkpoint.save(str(tmp_path / "ckpt.pt"), tiny_model, meta)
-    other = dict(meta, itos={i: c for i, c in enumerate(reversed(list(meta["itos"].values())))})
+    backwards = CHARS[::-1]
+    other = {"vocab_size": 65, "stoi": {c: i for i, c in enumerate(backwards)}, "itos": dict(enumerate(backwards))}
     write_meta(tmp_path / "meta.pkl", other)
     with pytest.raises(checkpoint.CheckpointError, match="does not match"):
         checkpoint.load(str(tmp_path / "ckpt.pt"), meta_path=str(tmp_path / "meta.pkl"))
@@ -89,6 +92,51 @@ def test_unusable_files_are_one_clear_error(kind, tiny_model, meta, tmp_path, ca
         checkpoint.load(str(path))
     assert "\n" not in str(e.value) and str(path) in str(e.value)
     assert "this must never run" not in capsys.readouterr().out
+
+
+class MakesAFile:
+    """A pickled object whose loading would create `path`, through os.system or builtins.exec."""
+
+    def __init__(self, path, how):
+        self.path, self.how = str(path), how
+
+    def __reduce__(self):
+        if self.how == "os.system":
+            return os.system, (f"touch {self.path}",)
+        return exec, (f"open({self.path!r}, 'w').close()",)
+
+
+@pytest.mark.parametrize("how", ["os.system", "exec"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["alone", "inside_a_valid_meta"])
+def test_a_meta_pkl_runs_no_code(meta, tmp_path, how, hidden):
+    created = tmp_path / "created"
+    payload = MakesAFile(created, how)
+    write_meta(tmp_path / "meta.pkl", dict(meta, note=payload) if hidden else payload)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.read_meta(str(tmp_path / "meta.pkl"))
+    assert not created.exists()
+    assert "\n" not in str(e.value) and "is not a plain vocabulary" in str(e.value)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"stoi": None}, "stoi must be a dict from single characters to int ids"),
+    ({"vocab_size": "65"}, "vocab_size must be a positive int"),
+    ({"vocab_size": 66}, "itos must be keyed by the ids 0 to vocab_size - 1"),
+    ({"itos": {**{i: c for i, c in enumerate(CHARS)}, 5: "ab"}}, "itos must be a dict from int ids to single"),
+    ({"stoi": {**{c: i for i, c in enumerate(CHARS)}, "a": 0}}, "stoi must be the inverse of itos"),
+    ({"stoi": {c: float(i) for i, c in enumerate(CHARS)}}, "stoi must be a dict from single characters to int"),
+])
+def test_a_malformed_vocabulary_is_one_clear_error(meta, tmp_path, change, fragment):
+    write_meta(tmp_path / "meta.pkl", {**meta, **change})
+    with pytest.raises(checkpoint.CheckpointError, match=re.escape(fragment)):
+        checkpoint.read_meta(str(tmp_path / "meta.pkl"))
+
+
+def test_a_vocabulary_without_stoi(meta, tmp_path):
+    del meta["stoi"]
+    write_meta(tmp_path / "meta.pkl", meta)
+    with pytest.raises(checkpoint.CheckpointError, match="is not a vocabulary: it has no 'stoi'"):
+        checkpoint.read_meta(str(tmp_path / "meta.pkl"))
 
 
 def test_weights_that_do_not_fit(tiny_model, meta, tmp_path):
