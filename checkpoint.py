@@ -12,6 +12,7 @@ import pickle
 
 import torch
 
+from files import write_atomically
 from model import GPT, GPTConfig
 
 DEFAULT_CKPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints", "shakespeare_char.pt")
@@ -23,7 +24,7 @@ class CheckpointError(Exception):
 
 
 def save(path, model, meta, iter_num=0, best_val_loss=float("inf"), config=None, optimizer=None):
-    """Write the checkpoint to a temporary name, then rename it: a killed process leaves the old file whole."""
+    """Write the checkpoint through files.write_atomically: a killed process leaves the old file whole."""
     ckpt = {
         "model": model.state_dict(),
         "model_args": {k: getattr(model.config, k) for k in MODEL_ARGS},
@@ -35,21 +36,29 @@ def save(path, model, meta, iter_num=0, best_val_loss=float("inf"), config=None,
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(ckpt, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    write_atomically(path, lambda f: torch.save(ckpt, f))
 
 
 def read(path, device="cpu"):
-    """The raw checkpoint dict, loaded without running any code in the file (weights_only=True)."""
+    """The checkpoint dict, loaded without running any code in the file (weights_only=True), with
+    its model_args (and meta, when it has one) checked."""
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated zip, pickle of arbitrary objects, not a torch file at all
-        reason = (str(e).splitlines() or [""])[0]
+    except pickle.UnpicklingError:  # PyTorch's message advises weights_only=False, which would run the code
+        raise CheckpointError(f"{path} is not a readable checkpoint: not a PyTorch file, or one holding "
+                              "objects other than tensors and plain data, which are refused")
+    except Exception as e:  # truncated zip, not a torch file at all
+        reason = (str(e).splitlines() or [""])[0].split(". ")[0]
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__} {reason})".replace(" )", ")"))
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"{path} is not a GPT checkpoint: it has no 'model' and 'model_args'")
+    if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        raise CheckpointError(f"{path}: 'model' is not a state_dict of tensors")
+    check_model_args(ckpt["model_args"], path)
+    if "meta" in ckpt:
+        ckpt["meta"] = check_meta(ckpt["meta"], f"{path}: meta")
     return ckpt
 
 
@@ -61,14 +70,40 @@ def is_char(value):
     return isinstance(value, str) and len(value) == 1
 
 
+def check_rules(rules, context):
+    """rules: (name, ok, rule) in order, ok() a test that may rely on the rules before it.
+    The first that fails is a CheckpointError: '<context>: <name> must be <rule>'."""
+    for name, ok, rule in rules:
+        if not ok():
+            raise CheckpointError(f"{context}: {name} must be {rule}")
+
+
+def require_keys(value, keys, what):
+    """A CheckpointError unless value is a dict that holds every one of keys."""
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{what} is a {type(value).__name__}, not a dict")
+    missing = [repr(k) for k in keys if k not in value]
+    if missing:
+        raise CheckpointError(f"{what} has no {', '.join(missing)}")
+
+
+def check_model_args(args, path):
+    """Every key of MODEL_ARGS, each of the right type and range: none is taken from a default.
+    Other keys (nanoGPT may add some) are ignored."""
+    require_keys(args, MODEL_ARGS, f"{path}: model_args")
+    sizes = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+    rules = [(k, lambda k=k: is_int(args[k]) and args[k] >= 1, "a positive int") for k in sizes] + [
+        ("n_embd", lambda: args["n_embd"] % args["n_head"] == 0, f"a multiple of n_head ({args['n_head']})"),
+        ("bias", lambda: isinstance(args["bias"], bool), "True or False"),
+        ("dropout", lambda: type(args["dropout"]) in (int, float) and 0 <= args["dropout"] < 1, "a number in [0, 1)"),
+    ]
+    check_rules(rules, path)
+
+
 def check_meta(meta, source):
     """The vocabulary {'vocab_size': V, 'stoi': {char: id}, 'itos': {id: char}}, checked: ids 0 .. V-1,
     one character each, stoi the inverse of itos. A fault is a CheckpointError naming it."""
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{source} is not a vocabulary: it holds a {type(meta).__name__}, not a dict")
-    missing = [repr(k) for k in ("vocab_size", "stoi", "itos") if k not in meta]
-    if missing:
-        raise CheckpointError(f"{source} is not a vocabulary: it has no {', '.join(missing)}")
+    require_keys(meta, ("vocab_size", "stoi", "itos"), source)
     size, stoi, itos = meta["vocab_size"], meta["stoi"], meta["itos"]
     rules = [  # in order: each rule may rely on the ones before it
         ("vocab_size", lambda: is_int(size) and size >= 1, "a positive int"),
@@ -80,9 +115,7 @@ def check_meta(meta, source):
         ("stoi", lambda: len(stoi) == size and stoi == {c: i for i, c in itos.items()},
          "the inverse of itos, one id per character"),
     ]
-    for name, ok, rule in rules:
-        if not ok():
-            raise CheckpointError(f"{source} is not a usable vocabulary: {name} must be {rule}")
+    check_rules(rules, f"{source} is not a usable vocabulary")
     return {"vocab_size": size, "stoi": stoi, "itos": itos}
 
 
@@ -92,7 +125,7 @@ class PlainUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         raise pickle.UnpicklingError(f"it asks for {module}.{name}, refused: a vocabulary holds only "
-                                     f"dicts, ints and strings")
+                                     "dicts, ints and strings")
 
 
 def read_meta(path):
@@ -118,8 +151,6 @@ def load(path=DEFAULT_CKPT, device="cpu", meta_path=None):
     """
     ckpt = read(path, device)
     meta = ckpt.get("meta")
-    if meta is not None:
-        meta = check_meta(meta, f"the 'meta' of {path}")
     if meta_path is not None:
         meta_file = read_meta(meta_path)
         if meta is not None and meta["itos"] != meta_file["itos"]:
@@ -127,9 +158,9 @@ def load(path=DEFAULT_CKPT, device="cpu", meta_path=None):
         meta = meta_file
     if meta is None:
         raise CheckpointError(f"{path} has no vocabulary inside: pass the dataset's meta.pkl with --meta")
-    args = {k: v for k, v in ckpt["model_args"].items() if k in MODEL_ARGS}
-    if args.get("vocab_size") != meta["vocab_size"]:
-        raise CheckpointError(f"{path} was trained on {args.get('vocab_size')} symbols, "
+    args = {k: ckpt["model_args"][k] for k in MODEL_ARGS}
+    if args["vocab_size"] != meta["vocab_size"]:
+        raise CheckpointError(f"{path} was trained on {args['vocab_size']} symbols, "
                               f"the vocabulary has {meta['vocab_size']}")
     model = GPT(GPTConfig(**args))
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}  # torch.compile's prefix

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import checkpoint
-from conftest import CHARS
+from conftest import CHARS, make_tiny_model
 
 
 def nanogpt_checkpoint(model):
@@ -73,7 +73,7 @@ class Payload:
         return (print, ("this must never run",))
 
 
-@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "not_a_dict", "no_model", "code"])
+@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "random", "not_a_dict", "no_model", "code"])
 def test_unusable_files_are_one_clear_error(kind, tiny_model, meta, tmp_path, capsys):
     path = tmp_path / "ckpt.pt"
     if kind == "truncated":
@@ -82,6 +82,8 @@ def test_unusable_files_are_one_clear_error(kind, tiny_model, meta, tmp_path, ca
         path.write_bytes(data[: len(data) // 2])
     elif kind == "text":
         path.write_text("ROMEO: not a checkpoint")
+    elif kind == "random":
+        path.write_bytes(bytes(torch.randint(256, (1000,), generator=torch.Generator().manual_seed(0)).tolist()))
     elif kind == "not_a_dict":
         torch.save([1, 2, 3], path)
     elif kind == "no_model":
@@ -91,7 +93,61 @@ def test_unusable_files_are_one_clear_error(kind, tiny_model, meta, tmp_path, ca
     with pytest.raises(checkpoint.CheckpointError) as e:
         checkpoint.load(str(path))
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert "weights_only" not in str(e.value)  # PyTorch's advice to load it unsafely is not passed on
     assert "this must never run" not in capsys.readouterr().out
+
+
+def our_checkpoint(model, meta, tmp_path):
+    """The dict checkpoint.save writes, as torch.load reads it back."""
+    checkpoint.save(str(tmp_path / "good.pt"), model, meta)
+    return torch.load(tmp_path / "good.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda c: c["meta"].pop("stoi"), "{path}: meta has no 'stoi'"),
+    (lambda c: c.update(model_args="n_layer=2"), "{path}: model_args is a str, not a dict"),
+    (lambda c: c["model_args"].pop("n_head"), "{path}: model_args has no 'n_head'"),
+    (lambda c: c["model_args"].update(n_head=5), "{path}: n_embd must be a multiple of n_head"),
+    (lambda c: c["model_args"].update(n_layer="2"), "{path}: n_layer must be a positive int"),
+    (lambda c: c["model_args"].update(block_size=0), "{path}: block_size must be a positive int"),
+    (lambda c: c["model_args"].update(bias="yes"), "{path}: bias must be True or False"),
+    (lambda c: c["model_args"].update(dropout=None), "{path}: dropout must be a number in [0, 1)"),
+    (lambda c: c.update(model=[1, 2, 3]), "{path}: 'model' is not a state_dict of tensors"),
+], ids=["meta_without_stoi", "model_args_a_string", "no_n_head", "n_head_5_for_32_channels", "n_layer_a_string",
+        "block_size_0", "bias_a_string", "dropout_none", "model_a_list"])
+def test_malformed_checkpoint_is_one_clear_error(change, fragment, tiny_model, meta, tmp_path):
+    ckpt = our_checkpoint(tiny_model, meta, tmp_path)
+    change(ckpt)
+    path = tmp_path / "ckpt.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load(str(path))
+    assert fragment.format(path=path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_no_model_setting_is_taken_from_a_default(meta, tmp_path):
+    """A 4-head model whose n_head went missing must not load as GPTConfig's default of 6 heads
+    (48 channels divide by both, and the weights have the same shapes)."""
+    ckpt = our_checkpoint(make_tiny_model(n_head=4, n_embd=48), meta, tmp_path)
+    del ckpt["model_args"]["n_head"]
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="model_args has no 'n_head'"):
+        checkpoint.load(str(tmp_path / "ckpt.pt"))
+
+
+def test_the_shipped_checkpoint_loads():
+    model, meta, ckpt = checkpoint.load()
+    assert (model.config.n_layer, model.config.n_embd, meta["vocab_size"]) == (6, 192, 65)
+
+
+def test_save_does_not_follow_a_link_planted_at_the_temporary_name(tiny_model, meta, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    path = tmp_path / "ckpt.pt"
+    os.symlink(victim, str(path) + ".tmp")  # the fixed temporary name checkpoint.save once used
+    checkpoint.save(str(path), tiny_model, meta)
+    assert victim.read_bytes() == b"precious"
+    assert checkpoint.load(str(path))[2]["iter_num"] == 0
 
 
 class MakesAFile:
@@ -135,7 +191,7 @@ def test_a_malformed_vocabulary_is_one_clear_error(meta, tmp_path, change, fragm
 def test_a_vocabulary_without_stoi(meta, tmp_path):
     del meta["stoi"]
     write_meta(tmp_path / "meta.pkl", meta)
-    with pytest.raises(checkpoint.CheckpointError, match="is not a vocabulary: it has no 'stoi'"):
+    with pytest.raises(checkpoint.CheckpointError, match="meta.pkl has no 'stoi'"):
         checkpoint.read_meta(str(tmp_path / "meta.pkl"))
 
 
