@@ -7,6 +7,8 @@ Train the character-level GPT, on a laptop CPU first.
     python train.py config/train_quick.py --init_from=resume # continue from the checkpoint
     python train.py --help                                   # every key, its type and default
 
+The default data folder, data/shakespeare_char, is prepared on first use (prepare.py).
+
 A config file is plain Python that assigns some of the keys below; --key=value follows it.
 Paths are relative to the current directory.
 """
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 import checkpoint
+from data.shakespeare_char import prepare
 from model import GPT, GPTConfig
 
 
@@ -204,12 +207,15 @@ def format_duration(seconds):
 def train(config):
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
+    if os.path.realpath(config.data_dir) == os.path.realpath(prepare.HERE):  # this repository's data folder
+        prepare.ensure_prepared(config.data_dir)
     try:
         splits = {s: np.memmap(os.path.join(config.data_dir, f"{s}.bin"), dtype=np.uint16, mode="r")
                   for s in ("train", "val")}
         meta = checkpoint.read_meta(os.path.join(config.data_dir, "meta.pkl"))
     except (FileNotFoundError, checkpoint.CheckpointError) as e:
-        raise ConfigError(f"{config.data_dir} is not prepared ({e}); run python data/shakespeare_char/prepare.py")
+        raise ConfigError(f"{config.data_dir} is not prepared ({e}); "
+                          f"python data/shakespeare_char/prepare.py --out_dir {config.data_dir} prepares it")
 
     iter_num, best_val_loss, optimizer_state = 0, float("inf"), None
     if config.init_from == "resume":
@@ -297,6 +303,9 @@ def main(argv=None):
     except (ConfigError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except prepare.PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

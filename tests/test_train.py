@@ -1,6 +1,7 @@
 """train.py: the model learns, configs are checked, checkpoints survive kills and resume."""
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 
 import checkpoint
 import train
-from conftest import ROOT
+from conftest import ROOT, SHAKESPEARE
 from model import GPT, GPTConfig
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--eval_iters=2",
@@ -81,22 +82,40 @@ def test_wrongly_typed_config_file(tmp_path):
         train.get_config([str(path)])
 
 
-def test_help_lists_every_key_with_its_default():
-    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0
+def run_main(capsys, *argv):
+    """train.py's main in this process: (exit status, stdout, stderr)."""
+    status = train.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_help_lists_every_key_with_its_default(capsys):
+    status, out, _ = run_main(capsys, "--help")
+    assert status == 0
     for f in train.dataclasses.fields(train.TrainConfig):
-        assert f"--{f.name}={f.default!r}" in result.stdout
+        assert f"--{f.name}={f.default!r}" in out
 
 
-def test_command_line_errors_are_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "train.py", "--n_layers=2"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    status, _, err = run_main(capsys, "--n_layers=2")
+    assert status == 2
+    assert err.strip().splitlines() == [
         "error: unknown config key 'n_layers' (did you mean 'n_layer'?); see python train.py --help"]
-    result = subprocess.run([sys.executable, "train.py", f"--data_dir={tmp_path}"], cwd=ROOT,
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "is not prepared" in result.stderr
+    status, _, err = run_main(capsys, f"--data_dir={tmp_path}")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "is not prepared" in err
+
+
+def test_the_default_data_folder_is_prepared_on_first_use(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "data" / "shakespeare_char"
+    folder.mkdir(parents=True)
+    shutil.copy(SHAKESPEARE, folder / "input.txt")
+    monkeypatch.setattr(train.prepare, "HERE", str(folder))  # stands in for data/shakespeare_char
+    status, out, err = run_main(capsys, *TINY, f"--data_dir={folder}", f"--ckpt_path={tmp_path / 'ckpt.pt'}",
+                                "--max_iters=0")
+    assert status == 0, err
+    assert out.startswith(f"{folder} has no train.bin, val.bin, meta.pkl: preparing it")
+    assert sorted(os.listdir(folder)) == ["input.txt", "meta.pkl", "train.bin", "val.bin"]
 
 
 def test_checkpoint_holds_the_vocabulary_and_nanogpt_keys(prepared, tmp_path):

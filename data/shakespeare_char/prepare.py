@@ -6,7 +6,7 @@ Prepare Tiny Shakespeare for character-level language modelling.
     python data/shakespeare_char/prepare.py --input FILE    # or copy a local copy
 
 input.txt ships with the repository; it is downloaded only when it is missing or fails its
-checksum, or with --download.
+checksum, or with --download. train.py runs this by itself when the files below are missing.
 Writes, next to this file (or in --out_dir):
     input.txt   the text (1,115,394 characters), checked against its sha256
     train.bin   the first 90% as uint16 token ids
@@ -36,6 +36,7 @@ SIZE = 1_115_394  # bytes (the text is ASCII): a longer body is not the text
 TIMEOUT = 30  # seconds to connect, and for each read
 DEADLINE = 300  # seconds for the whole download
 CHUNK = 1 << 16
+FILES = ("train.bin", "val.bin", "meta.pkl")
 
 
 class PrepareError(Exception):
@@ -123,6 +124,16 @@ def prepare(out_dir=HERE, input_path=None, url=URL, download=False, deadline=DEA
     write_atomically(os.path.join(out_dir, "val.bin"), lambda f: f.write(ids[n_train:].tobytes()))
     write_atomically(os.path.join(out_dir, "meta.pkl"), lambda f: pickle.dump(meta, f))
     return meta
+
+
+def ensure_prepared(out_dir=HERE):
+    """Prepare out_dir unless train.bin, val.bin and meta.pkl are all there, saying so in one line.
+    For every script that needs the data: train.py calls it for its default data folder."""
+    missing = [name for name in FILES if not os.path.isfile(os.path.join(out_dir, name))]
+    if missing:
+        print(f"{out_dir} has no {', '.join(missing)}: preparing it (python data/shakespeare_char/prepare.py)",
+              flush=True)
+        prepare(out_dir)
 
 
 def main(argv=None):
