@@ -18,6 +18,7 @@ import math
 import os
 import runpy
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class ConfigError(Exception):
     """A config file or --key=value the trainer cannot use; the message is one line for the user."""
 
 
+class TrainingError(Exception):
+    """A run that cannot go on (its loss became nan); the message is one line for the user."""
+
+
 def parse_value(name, value, kind):
     """'3e-4' -> 3e-4 for a float key, 'false' -> False for a bool key, ... or ConfigError."""
     if kind is bool:
@@ -119,18 +124,50 @@ def get_config(argv):
         else:
             if not os.path.isfile(arg):
                 raise ConfigError(f"no config file {arg}")
-            for name, value in runpy.run_path(arg).items():
+            try:
+                assigned = runpy.run_path(arg)
+            except Exception as e:  # the file is Python and runs as it is: a syntax error, an unknown name, ...
+                raise ConfigError(f"{arg}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+            for name, value in assigned.items():
                 if name.startswith("_") or type(value).__name__ == "module":
                     continue
                 if name not in kinds:
                     raise unknown_key(name, kinds)
                 values[name] = check_type(f"{arg}: {name}", value, kinds[name])
     config = TrainConfig(**values)
-    if config.init_from not in ("scratch", "resume"):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', not {config.init_from!r}")
-    if config.dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"dtype must be 'float32' or 'bfloat16', not {config.dtype!r}")
+    check_config(config)
     return config
+
+
+def check_config(c):
+    """Out-of-range values are a ConfigError naming the key, before anything is built. Each rule
+    says what is allowed, so that nan, which fails every comparison, is refused too."""
+    rules = [
+        ("init_from", c.init_from in ("scratch", "resume"), "'scratch' or 'resume'"),
+        ("dtype", c.dtype in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
+        ("eval_interval", c.eval_interval >= 1, ">= 1"),
+        ("eval_iters", c.eval_iters >= 1, ">= 1"),
+        ("log_interval", c.log_interval >= 1, ">= 1"),
+        ("n_layer", c.n_layer >= 1, ">= 1"),
+        ("n_head", c.n_head >= 1, ">= 1"),
+        ("n_embd", c.n_head >= 1 and c.n_embd >= 1 and c.n_embd % c.n_head == 0,
+         f"a positive multiple of n_head ({c.n_head})"),
+        ("block_size", c.block_size >= 1, ">= 1"),
+        ("dropout", 0 <= c.dropout < 1, "in [0, 1)"),
+        ("batch_size", c.batch_size >= 1, ">= 1"),
+        ("max_iters", c.max_iters >= 0, ">= 0"),
+        ("learning_rate", 0 < c.learning_rate < math.inf, "> 0"),
+        ("min_lr", 0 <= c.min_lr < math.inf, ">= 0"),
+        ("warmup_iters", c.warmup_iters >= 0, ">= 0"),
+        ("lr_decay_iters", c.lr_decay_iters >= 0, ">= 0"),
+        ("weight_decay", 0 <= c.weight_decay < math.inf, ">= 0"),
+        ("beta1", 0 <= c.beta1 < 1, "in [0, 1)"),
+        ("beta2", 0 <= c.beta2 < 1, "in [0, 1)"),
+        ("grad_clip", 0 <= c.grad_clip < math.inf, ">= 0 (0: no clipping)"),
+    ]
+    for name, ok, rule in rules:
+        if not ok:
+            raise ConfigError(f"{name} must be {rule}, not {getattr(c, name)!r}")
 
 
 def usage():
@@ -141,13 +178,17 @@ def usage():
 
 
 def pick_device(name):
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """'auto' -> cuda, then mps, then cpu. Any other name is checked: a ConfigError when it names
+    no device, or one this machine does not have."""
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return next(kind for kind, here in present.items() if here)
+    kind, colon, index = name.partition(":")
+    if kind not in present or (colon and not (kind == "cuda" and index.isdigit())):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', not {name!r}")
+    if not present[kind] or (index and int(index) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r} is not available on this machine (--device=cpu is)")
+    return name
 
 
 def learning_rate(it, config):
@@ -199,6 +240,56 @@ def configure_optimizer(model, config, device):
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), fused=fused)
 
 
+def data_vocabulary(data_dir):
+    """The vocabulary of a prepared data folder; a ConfigError when the folder is not prepared."""
+    missing = [name for name in prepare.FILES if not os.path.isfile(os.path.join(data_dir, name))]
+    if missing:
+        raise ConfigError(f"{data_dir} is not prepared (no {', '.join(missing)}); "
+                          f"python data/shakespeare_char/prepare.py --out_dir {data_dir} prepares it")
+    return checkpoint.read_meta(os.path.join(data_dir, "meta.pkl"))
+
+
+def read_splits(data_dir, block_size, vocab_size):
+    """train.bin and val.bin as memory-mapped uint16 token streams, checked: whole uint16s, more
+    tokens than block_size, every id inside the vocabulary. A fault is a ConfigError."""
+    splits = {}
+    for split in ("train", "val"):
+        path = os.path.join(data_dir, f"{split}.bin")
+        size = os.path.getsize(path)
+        if size == 0 or size % 2:
+            raise ConfigError(f"{path} has {size} bytes: not a stream of uint16 token ids (prepare.py writes it)")
+        data = np.memmap(path, dtype=np.uint16, mode="r")
+        if len(data) <= block_size:
+            raise ConfigError(f"{path} holds {len(data):,} tokens: block_size={block_size} needs at least "
+                              f"{block_size + 1:,}")
+        if data.max() >= vocab_size:
+            raise ConfigError(f"{path} holds token id {data.max()}, but the vocabulary (meta.pkl) has only "
+                              f"{vocab_size} symbols")
+        splits[split] = data
+    return splits
+
+
+def check_writable(path):
+    """A ConfigError unless a checkpoint can be written at path (its folder is created if need be):
+    found before training rather than at the first save."""
+    if os.path.isdir(path):
+        raise ConfigError(f"ckpt_path {path} is a folder; give a file name, such as {os.path.join(path, 'ckpt.pt')}")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ConfigError(f"cannot write ckpt_path {path}: {e.strerror}")
+
+
+def check_finite(iter_num, *losses):
+    """A TrainingError when a loss is nan or infinite: the run has diverged, and nothing after it is saved."""
+    for loss in losses:
+        if not math.isfinite(loss):
+            raise TrainingError(f"loss {loss} at iter {iter_num}: training diverged (try a lower learning_rate); "
+                                f"the checkpoint keeps the weights saved before")
+
+
 def format_duration(seconds):
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes}m{seconds:02d}s"
@@ -209,13 +300,7 @@ def train(config):
     torch.manual_seed(config.seed)
     if os.path.realpath(config.data_dir) == os.path.realpath(prepare.HERE):  # this repository's data folder
         prepare.ensure_prepared(config.data_dir)
-    try:
-        splits = {s: np.memmap(os.path.join(config.data_dir, f"{s}.bin"), dtype=np.uint16, mode="r")
-                  for s in ("train", "val")}
-        meta = checkpoint.read_meta(os.path.join(config.data_dir, "meta.pkl"))
-    except (FileNotFoundError, checkpoint.CheckpointError) as e:
-        raise ConfigError(f"{config.data_dir} is not prepared ({e}); "
-                          f"python data/shakespeare_char/prepare.py --out_dir {config.data_dir} prepares it")
+    meta = data_vocabulary(config.data_dir)
 
     iter_num, best_val_loss, optimizer_state = 0, float("inf"), None
     if config.init_from == "resume":
@@ -229,7 +314,10 @@ def train(config):
         print(f"resuming from {config.ckpt_path} at iter {iter_num} (best val loss {best_val_loss:.4f})"
               + ("" if optimizer_state else ", with a fresh optimizer state"))
         model.train()
-    else:
+    splits = read_splits(config.data_dir, config.block_size, meta["vocab_size"])
+    if not config.eval_only:
+        check_writable(config.ckpt_path)
+    if config.init_from == "scratch":
         model = GPT(GPTConfig(block_size=config.block_size, vocab_size=meta["vocab_size"], n_layer=config.n_layer,
                               n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias))
         model.to(device)
@@ -257,6 +345,7 @@ def train(config):
         while True:
             if iter_num % config.eval_interval == 0 or iter_num == config.max_iters:
                 losses = estimate_loss(model, splits, config, device, autocast)
+                check_finite(iter_num, *losses.values())
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                       f"{time.time() - start:.1f}s", flush=True)
                 if losses["val"] < best_val_loss or config.always_save_checkpoint:
@@ -277,10 +366,12 @@ def train(config):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             iter_num += 1
-            if iter_num % config.log_interval == 0:
+            if iter_num % config.log_interval == 0:  # loss.item() waits for the GPU: only every log_interval
+                lossf = loss.item()
+                check_finite(iter_num, lossf)
                 dt = (time.time() - t0) / config.log_interval
                 eta = dt * (config.max_iters - iter_num)
-                print(f"iter {iter_num}: loss {loss.item():.4f}, {dt * 1000:.0f} ms/iter, eta {format_duration(eta)}",
+                print(f"iter {iter_num}: loss {lossf:.4f}, {dt * 1000:.0f} ms/iter, eta {format_duration(eta)}",
                       flush=True)
                 t0 = time.time()
     except KeyboardInterrupt:
@@ -303,7 +394,7 @@ def main(argv=None):
     except (ConfigError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except prepare.PrepareError as e:
+    except (prepare.PrepareError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -1,19 +1,22 @@
 """train.py: the model learns, configs are checked, checkpoints survive kills and resume."""
 import math
 import os
+import pickle
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
 import checkpoint
 import train
-from conftest import ROOT, SHAKESPEARE
+from conftest import META, ROOT, SHAKESPEARE
 from model import GPT, GPTConfig
+from test_checkpoint import MakesAFile
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--eval_iters=2",
         "--log_interval=5", "--warmup_iters=2", "--learning_rate=3e-3", "--device=cpu"]
@@ -116,6 +119,131 @@ def test_the_default_data_folder_is_prepared_on_first_use(tmp_path, monkeypatch,
     assert status == 0, err
     assert out.startswith(f"{folder} has no train.bin, val.bin, meta.pkl: preparing it")
     assert sorted(os.listdir(folder)) == ["input.txt", "meta.pkl", "train.bin", "val.bin"]
+
+
+def refused_up_front(capsys, *argv):
+    """main(argv) stops before the first evaluation, with exit status 2 and one line: that line."""
+    status, out, err = run_main(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "step 0" not in out  # no training began
+    return lines[0]
+
+
+def tiny_run(prepared, tmp_path, *flags):
+    """The argv of a few iterations of the tiny model on the prepared data."""
+    return [*TINY, f"--data_dir={prepared[0]}", f"--ckpt_path={tmp_path / 'ckpt.pt'}", "--max_iters=2",
+            "--eval_interval=1", *flags]
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--eval_interval=0"], "eval_interval must be >= 1, not 0"),
+    (["--log_interval=0"], "log_interval must be >= 1"),
+    (["--eval_iters=0"], "eval_iters must be >= 1"),
+    (["--batch_size=0"], "batch_size must be >= 1"),
+    (["--block_size=0"], "block_size must be >= 1"),
+    (["--n_embd=192", "--n_head=5"], "n_embd must be a positive multiple of n_head (5), not 192"),
+    (["--n_head=0"], "n_head must be >= 1, not 0"),
+    (["--dropout=2"], "dropout must be in [0, 1)"),
+    (["--beta1=1.5"], "beta1 must be in [0, 1)"),
+    (["--beta2=1.5"], "beta2 must be in [0, 1)"),
+    (["--learning_rate=-1e-3"], "learning_rate must be > 0"),
+    (["--learning_rate=nan"], "learning_rate must be > 0, not nan"),
+    (["--min_lr=-1e-4"], "min_lr must be >= 0"),
+    (["--max_iters=-1"], "max_iters must be >= 0"),
+    (["--warmup_iters=-1"], "warmup_iters must be >= 0"),
+    (["--lr_decay_iters=-1"], "lr_decay_iters must be >= 0"),
+    (["--weight_decay=-0.1"], "weight_decay must be >= 0"),
+    (["--grad_clip=-1"], "grad_clip must be >= 0"),
+    (["--device=bogus"], "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', not 'bogus'"),
+    (["--device=cpu:1"], "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', not 'cpu:1'"),
+])
+def test_bad_settings_are_refused_up_front(prepared, tmp_path, capsys, flags, fragment):
+    assert fragment in refused_up_front(capsys, *tiny_run(prepared, tmp_path, *flags))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("device, present", [("cuda", torch.cuda.is_available()),
+                                             ("mps", torch.backends.mps.is_available())])
+def test_an_absent_device_is_refused_up_front(prepared, tmp_path, capsys, device, present):
+    if present:
+        pytest.skip(f"this machine has {device}")
+    line = refused_up_front(capsys, *tiny_run(prepared, tmp_path, f"--device={device}"))
+    assert f"device '{device}' is not available on this machine" in line
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("n_layer = = 2\n", ["recipe.py: SyntaxError: invalid syntax", "line 1"]),
+    ("n_layer = layers\n", ["recipe.py: NameError: name 'layers' is not defined"]),
+])
+def test_a_config_file_that_fails_is_one_line(prepared, tmp_path, capsys, text, fragments):
+    (tmp_path / "recipe.py").write_text(text)
+    line = refused_up_front(capsys, str(tmp_path / "recipe.py"), *tiny_run(prepared, tmp_path))
+    assert all(fragment in line for fragment in fragments)
+
+
+def data_folder(prepared, tmp_path, **files):
+    """A copy of the prepared data folder with some of its files replaced: name=bytes."""
+    folder = tmp_path / "data"
+    shutil.copytree(prepared[0], folder)
+    for name, content in files.items():
+        (folder / name.replace("_", ".")).write_bytes(content)
+    return folder
+
+
+@pytest.mark.parametrize("files, fragment", [
+    ({"train_bin": b""}, "train.bin has 0 bytes: not a stream of uint16 token ids"),
+    ({"train_bin": b"\x01\x00\x02"}, "train.bin has 3 bytes: not a stream of uint16 token ids"),
+    ({"val_bin": np.arange(16, dtype=np.uint16).tobytes()}, "val.bin holds 16 tokens: block_size=16 needs at least 17"),
+    ({"meta_pkl": pickle.dumps({"vocab_size": 3, "stoi": {"a": 0, "b": 1, "c": 2}, "itos": {0: "a", 1: "b", 2: "c"}})},
+     "train.bin holds token id 64, but the vocabulary (meta.pkl) has only 3 symbols"),
+])
+def test_unusable_data_files_are_refused_up_front(prepared, tmp_path, capsys, files, fragment):
+    folder = data_folder(prepared, tmp_path, **files)
+    assert fragment in refused_up_front(capsys, *tiny_run(prepared, tmp_path, f"--data_dir={folder}"))
+
+
+def test_a_meta_pkl_in_the_data_folder_runs_no_code(prepared, tmp_path, capsys):
+    created = tmp_path / "created"
+    folder = data_folder(prepared, tmp_path, meta_pkl=pickle.dumps(dict(META, note=MakesAFile(created, "exec"))))
+    line = refused_up_front(capsys, *tiny_run(prepared, tmp_path, f"--data_dir={folder}"))
+    assert "is not a plain vocabulary" in line and not created.exists()
+
+
+def test_a_block_size_longer_than_the_data(prepared, tmp_path, capsys):
+    folder = data_folder(prepared, tmp_path, val_bin=np.arange(100, dtype=np.uint16).tobytes())
+    line = refused_up_front(capsys, *tiny_run(prepared, tmp_path, f"--data_dir={folder}", "--block_size=200"))
+    assert "val.bin holds 100 tokens: block_size=200 needs at least 201" in line
+
+
+@pytest.mark.parametrize("where", ["a_folder", "below_a_file"])
+def test_a_ckpt_path_that_cannot_be_written_is_refused_up_front(prepared, tmp_path, capsys, where):
+    (tmp_path / "file").write_text("not a folder")
+    ckpt_path = tmp_path if where == "a_folder" else tmp_path / "file" / "out" / "ckpt.pt"
+    line = refused_up_front(capsys, *tiny_run(prepared, tmp_path, f"--ckpt_path={ckpt_path}"))
+    assert str(ckpt_path) in line
+    assert os.listdir(tmp_path) == ["file"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_ckpt_folder_is_refused_up_front(prepared, tmp_path, capsys):
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    line = refused_up_front(capsys, *tiny_run(prepared, tmp_path, f"--ckpt_path={folder / 'ckpt.pt'}"))
+    assert "Permission denied" in line
+
+
+def test_a_diverging_run_stops_with_one_line_and_saves_no_nan(prepared, tmp_path, capsys):
+    assert run_main(capsys, *tiny_run(prepared, tmp_path))[0] == 0  # a good checkpoint at iter 2
+    status, _, err = run_main(capsys, *tiny_run(prepared, tmp_path, "--init_from=resume", "--learning_rate=1e9",
+                                                "--warmup_iters=0", "--log_interval=1", "--max_iters=20",
+                                                "--always_save_checkpoint=true"))
+    lines = err.strip().splitlines()
+    assert status == 1 and len(lines) == 1 and "training diverged" in lines[0], err
+    assert "nan" in lines[0] or "inf" in lines[0]
+    ckpt = checkpoint.read(str(tmp_path / "ckpt.pt"))
+    assert ckpt["iter_num"] == 2 and all(torch.isfinite(w).all() for w in ckpt["model"].values())
 
 
 def test_checkpoint_holds_the_vocabulary_and_nanogpt_keys(prepared, tmp_path):
