@@ -329,8 +329,11 @@ def train(config):
                 else nullcontext())
     generator = torch.Generator().manual_seed(config.seed + iter_num)
 
+    # nanoGPT's sample.py finds the vocabulary at data/<dataset>/meta.pkl: name the data folder
+    saved_config = dict(dataclasses.asdict(config), dataset=os.path.basename(os.path.abspath(config.data_dir)))
+
     def save():
-        checkpoint.save(config.ckpt_path, model, meta, iter_num, best_val_loss, dataclasses.asdict(config),
+        checkpoint.save(config.ckpt_path, model, meta, iter_num, best_val_loss, saved_config,
                         optimizer if config.save_optimizer else None)
 
     if config.eval_only:

@@ -255,6 +255,26 @@ def test_checkpoint_holds_the_vocabulary_and_nanogpt_keys(prepared, tmp_path):
     assert ckpt["iter_num"] == 4
 
 
+def nanogpt_meta_path(ckpt, nanogpt_root):
+    """Where nanoGPT's sample.py finds the vocabulary of a checkpoint (init_from='resume'): if its config
+    names a dataset, data/<dataset>/meta.pkl under nanoGPT's root, when that file exists. Otherwise
+    (None here) it decodes with GPT-2's tokenizer, and a character-level model's ids crash it."""
+    if "config" in ckpt and "dataset" in ckpt["config"]:
+        path = os.path.join(nanogpt_root, "data", ckpt["config"]["dataset"], "meta.pkl")
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def test_nanogpt_finds_the_vocabulary_of_a_fresh_checkpoint(prepared, tmp_path, capsys):
+    assert run_main(capsys, *tiny_run(prepared, tmp_path))[0] == 0
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    nanogpt_root = prepared[0].parent.parent  # the data folder is <root>/data/shakespeare_char
+    assert ckpt["config"]["dataset"] == "shakespeare_char"
+    path = nanogpt_meta_path(ckpt, nanogpt_root)
+    assert path is not None and checkpoint.read_meta(path) == prepared[1]
+
+
 def wait_for_checkpoint(path, process, min_iter, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
