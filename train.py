@@ -41,6 +41,7 @@ class TrainConfig:
     data_dir: str = key("data/shakespeare_char", "folder holding train.bin, val.bin and meta.pkl (from prepare.py)")
     ckpt_path: str = key("out/ckpt.pt", "checkpoint file written during training and read by resume")
     init_from: str = key("scratch", "'scratch' for a new model, 'resume' to continue from ckpt_path")
+    overwrite: bool = key(False, "let a fresh run (init_from=scratch) replace an existing ckpt_path")
     save_optimizer: bool = key(True, "store the optimizer state too (exact resume; the file is 3x larger)")
     always_save_checkpoint: bool = key(False, "save at every evaluation, not only when val loss improves")
     # logging and evaluation
@@ -269,9 +270,12 @@ def read_splits(data_dir, block_size, vocab_size):
     return splits
 
 
-def check_writable(path):
-    """A ConfigError unless a checkpoint can be written at path (its folder is created if need be):
-    found before training rather than at the first save."""
+def check_ckpt_path(config):
+    """Before training: a fresh run does not replace a checkpoint unless told to (--overwrite=true),
+    and a checkpoint can be written at ckpt_path (its folder is created if need be)."""
+    path = config.ckpt_path
+    if config.init_from == "scratch" and not config.overwrite and os.path.exists(path):
+        raise ConfigError(f"{path} exists: continue it with --init_from=resume, or replace it with --overwrite=true")
     if os.path.isdir(path):
         raise ConfigError(f"ckpt_path {path} is a folder; give a file name, such as {os.path.join(path, 'ckpt.pt')}")
     folder = os.path.dirname(os.path.abspath(path))
@@ -316,7 +320,7 @@ def train(config):
         model.train()
     splits = read_splits(config.data_dir, config.block_size, meta["vocab_size"])
     if not config.eval_only:
-        check_writable(config.ckpt_path)
+        check_ckpt_path(config)
     if config.init_from == "scratch":
         model = GPT(GPTConfig(block_size=config.block_size, vocab_size=meta["vocab_size"], n_layer=config.n_layer,
                               n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias))

@@ -255,6 +255,24 @@ def test_checkpoint_holds_the_vocabulary_and_nanogpt_keys(prepared, tmp_path):
     assert ckpt["iter_num"] == 4
 
 
+def test_a_fresh_run_does_not_overwrite_a_checkpoint(prepared, tmp_path, capsys):
+    assert run_main(capsys, *tiny_run(prepared, tmp_path))[0] == 0
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    line = refused_up_front(capsys, *tiny_run(prepared, tmp_path, "--max_iters=4"))
+    assert line == (f"error: {tmp_path / 'ckpt.pt'} exists: continue it with --init_from=resume, "
+                    f"or replace it with --overwrite=true")
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+    status, out, _ = run_main(capsys, *tiny_run(prepared, tmp_path, "--max_iters=4", "--overwrite=true"))
+    assert status == 0 and checkpoint.read(str(tmp_path / "ckpt.pt"))["iter_num"] == 4
+
+
+@pytest.mark.parametrize("recipe", sorted(os.listdir(os.path.join(ROOT, "config"))))
+def test_every_recipe_writes_under_out(recipe):
+    """checkpoints/ holds the shipped model: reproducing a recipe must not write over it."""
+    config = train.get_config([os.path.join(ROOT, "config", recipe)])
+    assert config.ckpt_path.startswith("out/")
+
+
 def nanogpt_meta_path(ckpt, nanogpt_root):
     """Where nanoGPT's sample.py finds the vocabulary of a checkpoint (init_from='resume'): if its config
     names a dataset, data/<dataset>/meta.pkl under nanoGPT's root, when that file exists. Otherwise
