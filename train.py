@@ -9,6 +9,11 @@ Train the character-level GPT, on a laptop CPU first.
 
 The default data folder, data/shakespeare_char, is prepared on first use (prepare.py).
 
+ckpt_path only ever receives weights that evaluated better than the ones it holds (or every
+evaluation, with always_save_checkpoint). Ctrl-C saves the state of the run beside it, never over
+it: out/ckpt.pt -> out/ckpt-interrupted.pt. --init_from=resume continues from that interrupted
+state when there is one (and removes it once the run has gone past it), else from ckpt_path.
+
 A config file is plain Python that assigns some of the keys below; --key=value follows it.
 Paths are relative to the current directory.
 """
@@ -40,7 +45,7 @@ class TrainConfig:
     # where things go
     data_dir: str = key("data/shakespeare_char", "folder holding train.bin, val.bin and meta.pkl (from prepare.py)")
     ckpt_path: str = key("out/ckpt.pt", "checkpoint file written during training and read by resume")
-    init_from: str = key("scratch", "'scratch' for a new model, 'resume' to continue from ckpt_path")
+    init_from: str = key("scratch", "'scratch' for a new model, 'resume' to continue (see above)")
     overwrite: bool = key(False, "let a fresh run (init_from=scratch) replace an existing ckpt_path")
     save_optimizer: bool = key(True, "store the optimizer state too (exact resume; the file is 3x larger)")
     always_save_checkpoint: bool = key(False, "save at every evaluation, not only when val loss improves")
@@ -79,6 +84,10 @@ class ConfigError(Exception):
 
 class TrainingError(Exception):
     """A run that cannot go on (its loss became nan); the message is one line for the user."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training, once its state is saved; the message says where."""
 
 
 def parse_value(name, value, kind):
@@ -174,7 +183,7 @@ def check_config(c):
 def usage():
     lines = [__doc__.strip(), "", "keys (default):"]
     for f in dataclasses.fields(TrainConfig):
-        lines.append(f"  --{f.name}={f.default!r:<22} {f.type.__name__:<5} {f.metadata['help']}")
+        lines.append(f"  {f'--{f.name}={f.default!r}':<36} {f.type.__name__:<5} {f.metadata['help']}")
     return "\n".join(lines)
 
 
@@ -274,8 +283,10 @@ def check_ckpt_path(config):
     """Before training: a fresh run does not replace a checkpoint unless told to (--overwrite=true),
     and a checkpoint can be written at ckpt_path (its folder is created if need be)."""
     path = config.ckpt_path
-    if config.init_from == "scratch" and not config.overwrite and os.path.exists(path):
-        raise ConfigError(f"{path} exists: continue it with --init_from=resume, or replace it with --overwrite=true")
+    existing = [p for p in (path, interrupted_path(path)) if os.path.exists(p)]
+    if config.init_from == "scratch" and not config.overwrite and existing:
+        raise ConfigError(f"{existing[0]} exists: continue it with --init_from=resume, "
+                          f"or replace it with --overwrite=true")
     if os.path.isdir(path):
         raise ConfigError(f"ckpt_path {path} is a folder; give a file name, such as {os.path.join(path, 'ckpt.pt')}")
     folder = os.path.dirname(os.path.abspath(path))
@@ -284,6 +295,12 @@ def check_ckpt_path(config):
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
         raise ConfigError(f"cannot write ckpt_path {path}: {e.strerror}")
+
+
+def interrupted_path(ckpt_path):
+    """out/ckpt.pt -> out/ckpt-interrupted.pt: where Ctrl-C saves a run's state, beside its best checkpoint."""
+    root, ext = os.path.splitext(ckpt_path)
+    return f"{root}-interrupted{ext}"
 
 
 def check_finite(iter_num, *losses):
@@ -306,16 +323,18 @@ def train(config):
         prepare.ensure_prepared(config.data_dir)
     meta = data_vocabulary(config.data_dir)
 
-    iter_num, best_val_loss, optimizer_state = 0, float("inf"), None
+    iter_num, best_val_loss, optimizer_state, source = 0, float("inf"), None, None
+    interrupted = interrupted_path(config.ckpt_path)
     if config.init_from == "resume":
-        model, ckpt_meta, ckpt = checkpoint.load(config.ckpt_path, device)
+        source = interrupted if os.path.exists(interrupted) else config.ckpt_path
+        model, ckpt_meta, ckpt = checkpoint.load(source, device)
         if ckpt_meta["itos"] != meta["itos"]:
-            raise ConfigError(f"{config.ckpt_path} was trained on another vocabulary than {config.data_dir}")
+            raise ConfigError(f"{source} was trained on another vocabulary than {config.data_dir}")
         for k in checkpoint.MODEL_ARGS:  # the checkpoint decides the architecture
             setattr(config, k, ckpt["model_args"][k])
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         optimizer_state = ckpt.get("optimizer")
-        print(f"resuming from {config.ckpt_path} at iter {iter_num} (best val loss {best_val_loss:.4f})"
+        print(f"resuming from {source} at iter {iter_num} (best val loss {best_val_loss:.4f})"
               + ("" if optimizer_state else ", with a fresh optimizer state"))
         model.train()
     splits = read_splits(config.data_dir, config.block_size, meta["vocab_size"])
@@ -336,8 +355,8 @@ def train(config):
     # nanoGPT's sample.py finds the vocabulary at data/<dataset>/meta.pkl: name the data folder
     saved_config = dict(dataclasses.asdict(config), dataset=os.path.basename(os.path.abspath(config.data_dir)))
 
-    def save():
-        checkpoint.save(config.ckpt_path, model, meta, iter_num, best_val_loss, saved_config,
+    def save(path):
+        checkpoint.save(path, model, meta, iter_num, best_val_loss, saved_config,
                         optimizer if config.save_optimizer else None)
 
     if config.eval_only:
@@ -345,8 +364,12 @@ def train(config):
         print(f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         return losses["val"]
 
+    if config.init_from == "scratch" and os.path.exists(interrupted):  # only with --overwrite=true
+        os.remove(interrupted)  # a stale state that --init_from=resume would otherwise pick up
+    # ckpt_path already holds the weights a resumed run starts from; those of iteration 0 are random:
+    # neither is worth saving.
+    saved_iter = iter_num if source == config.ckpt_path else 0
     start = time.time()
-    first_iter = iter_num
     t0 = time.time()
     try:
         while True:
@@ -357,8 +380,8 @@ def train(config):
                       f"{time.time() - start:.1f}s", flush=True)
                 if losses["val"] < best_val_loss or config.always_save_checkpoint:
                     best_val_loss = min(best_val_loss, losses["val"])
-                    if iter_num > first_iter:
-                        save()
+                    if iter_num > saved_iter:
+                        save(config.ckpt_path)
                         print(f"saved {config.ckpt_path}", flush=True)
             if iter_num >= config.max_iters:
                 break
@@ -381,11 +404,12 @@ def train(config):
                 print(f"iter {iter_num}: loss {lossf:.4f}, {dt * 1000:.0f} ms/iter, eta {format_duration(eta)}",
                       flush=True)
                 t0 = time.time()
-    except KeyboardInterrupt:
-        save()
-        print(f"\ninterrupted at iter {iter_num}: saved {config.ckpt_path}; "
-              f"continue with --init_from=resume", file=sys.stderr)
-        raise SystemExit(130)
+    except KeyboardInterrupt:  # the state goes beside the checkpoint: it has not been evaluated against it
+        save(interrupted)
+        raise Interrupted(f"interrupted at iter {iter_num}: saved {interrupted} beside {config.ckpt_path} "
+                          f"(not over it); continue with --init_from=resume")
+    if source == interrupted:
+        os.remove(interrupted)  # this run went past it: the next resume starts from ckpt_path
     print(f"done: {iter_num} iterations in {format_duration(time.time() - start)}, best val loss {best_val_loss:.4f}")
     return best_val_loss
 
@@ -404,6 +428,12 @@ def main(argv=None):
     except (prepare.PrepareError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)  # after the ^C the terminal shows
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted; no file was left half-written", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,4 +1,5 @@
 """train.py: the model learns, configs are checked, checkpoints survive kills and resume."""
+import itertools
 import math
 import os
 import pickle
@@ -326,7 +327,56 @@ def test_sigkill_halfway_leaves_a_loadable_checkpoint_and_resume_continues(prepa
     assert checkpoint.read(str(ckpt_path))["iter_num"] == killed_at + 4
 
 
-def test_ctrl_c_saves_and_exits_cleanly(prepared, tmp_path):
+def interrupt(monkeypatch, name, at_call):
+    """Make train.<name> raise KeyboardInterrupt, as Ctrl-C would, at its at_call-th call."""
+    original, calls = getattr(train, name), itertools.count(1)
+
+    def interrupted(*args, **kwargs):
+        if next(calls) == at_call:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, name, interrupted)
+
+
+def test_ctrl_c_during_the_first_evaluation_keeps_the_checkpoint(prepared, tmp_path, monkeypatch, capsys):
+    """A fresh run that is to replace a checkpoint, stopped while it evaluates its random weights."""
+    assert run_main(capsys, *tiny_run(prepared, tmp_path))[0] == 0
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    interrupt(monkeypatch, "estimate_loss", at_call=1)
+    status, _, err = run_main(capsys, *tiny_run(prepared, tmp_path, "--overwrite=true"))
+    assert status == 130
+    assert err.strip().splitlines() == [f"interrupted at iter 0: saved {tmp_path / 'ckpt-interrupted.pt'} beside "
+                                        f"{tmp_path / 'ckpt.pt'} (not over it); continue with --init_from=resume"]
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+    assert checkpoint.read(str(tmp_path / "ckpt-interrupted.pt"))["iter_num"] == 0
+
+
+def test_a_fresh_run_does_not_drop_an_interrupted_state(prepared, tmp_path, monkeypatch, capsys):
+    interrupt(monkeypatch, "estimate_loss", at_call=1)
+    assert run_main(capsys, *tiny_run(prepared, tmp_path))[0] == 130
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ckpt-interrupted.pt"]
+    assert "ckpt-interrupted.pt exists" in refused_up_front(capsys, *tiny_run(prepared, tmp_path))
+
+
+def test_ctrl_c_after_a_resume_keeps_the_best_and_resume_continues_from_the_interruption(
+        prepared, tmp_path, monkeypatch, capsys):
+    assert run_main(capsys, *tiny_run(prepared, tmp_path))[0] == 0  # the best so far, at iter 2
+    best = (tmp_path / "ckpt.pt").read_bytes()
+    interrupt(monkeypatch, "get_batch", at_call=3)  # in the third training step: weights not evaluated since iter 2
+    status, _, _ = run_main(capsys, *tiny_run(prepared, tmp_path, "--init_from=resume", "--max_iters=100",
+                                              "--eval_interval=50", "--learning_rate=1.0"))
+    assert status == 130 and (tmp_path / "ckpt.pt").read_bytes() == best
+    monkeypatch.undo()
+    status, out, _ = run_main(capsys, *tiny_run(prepared, tmp_path, "--init_from=resume", "--max_iters=6"))
+    assert status == 0
+    assert f"resuming from {tmp_path / 'ckpt-interrupted.pt'} at iter 4" in out
+    assert not (tmp_path / "ckpt-interrupted.pt").exists()  # the run went past it: resume uses ckpt.pt again
+
+
+def test_ctrl_c_saves_beside_the_checkpoint_and_exits_cleanly(prepared, tmp_path):
+    """The real signal, in a process of its own."""
     ckpt_path = tmp_path / "ckpt.pt"
     process = run_train(*TINY, f"--data_dir={prepared[0]}", f"--ckpt_path={ckpt_path}", "--eval_interval=2",
                         "--always_save_checkpoint=true", "--max_iters=100000")
@@ -334,6 +384,8 @@ def test_ctrl_c_saves_and_exits_cleanly(prepared, tmp_path):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "Traceback" not in err and "interrupted at iter" in err
-    interrupted_at = int(err.split("interrupted at iter ")[1].split(":")[0])
-    assert checkpoint.read(str(ckpt_path))["iter_num"] == interrupted_at
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted at iter "), err
+    interrupted_at = int(lines[0].split("interrupted at iter ")[1].split(":")[0])
+    assert checkpoint.read(str(tmp_path / "ckpt-interrupted.pt"))["iter_num"] == interrupted_at
+    assert checkpoint.read(str(ckpt_path))["iter_num"] <= interrupted_at
