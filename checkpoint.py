@@ -143,11 +143,12 @@ def read_meta(path):
     return check_meta(meta, path)
 
 
-def load(path=DEFAULT_CKPT, device="cpu", meta_path=None):
+def load(path=DEFAULT_CKPT, device="cpu", meta_path=None, dropout=None):
     """Build the model a checkpoint describes and fill in its weights.
 
     Returns (model in eval mode, meta, ckpt). The vocabulary comes from the checkpoint,
     or from meta_path (required for nanoGPT checkpoints); when both exist they must agree.
+    dropout, if given, replaces the checkpoint's (to train on with another; weights do not depend on it).
     """
     ckpt = read(path, device)
     meta = ckpt.get("meta")
@@ -159,6 +160,8 @@ def load(path=DEFAULT_CKPT, device="cpu", meta_path=None):
     if meta is None:
         raise CheckpointError(f"{path} has no vocabulary inside: pass the dataset's meta.pkl with --meta")
     args = {k: ckpt["model_args"][k] for k in MODEL_ARGS}
+    if dropout is not None:
+        args["dropout"] = dropout
     if args["vocab_size"] != meta["vocab_size"]:
         raise CheckpointError(f"{path} was trained on {args['vocab_size']} symbols, "
                               f"the vocabulary has {meta['vocab_size']}")

@@ -59,7 +59,7 @@ class TrainConfig:
     n_head: int = key(4, "attention heads per block")
     n_embd: int = key(128, "embedding width C")
     block_size: int = key(64, "context length in characters")
-    dropout: float = key(0.0, "dropout probability while training")
+    dropout: float = key(0.0, "dropout probability while training (on resume: the checkpoint's unless given)")
     bias: bool = key(True, "biases in Linear and LayerNorm layers")
     # optimisation: AdamW, linear warm-up then cosine decay to min_lr
     batch_size: int = key(32, "sequences per iteration")
@@ -76,6 +76,9 @@ class TrainConfig:
     device: str = key("auto", "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'")
     dtype: str = key("float32", "'float32' or 'bfloat16' (autocast, for GPUs that support it)")
     seed: int = key(1337, "seed for initialisation and batches")
+
+
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # what a resumed run takes from its checkpoint
 
 
 class ConfigError(Exception):
@@ -120,7 +123,8 @@ def unknown_key(name, fields):
 
 
 def get_config(argv):
-    """Defaults <- config files (in order) <- --key=value overrides, each checked against TrainConfig."""
+    """Defaults <- config files (in order) <- --key=value overrides, each checked against TrainConfig.
+    Returns the config and the names of the keys that the files and flags set."""
     kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     values = {}
     for arg in argv:
@@ -146,7 +150,7 @@ def get_config(argv):
                 values[name] = check_type(f"{arg}: {name}", value, kinds[name])
     config = TrainConfig(**values)
     check_config(config)
-    return config
+    return config, set(values)
 
 
 def check_config(c):
@@ -316,7 +320,29 @@ def format_duration(seconds):
     return f"{minutes}m{seconds:02d}s"
 
 
-def train(config):
+def resume(config, given, device):
+    """The model, checkpoint and path to continue from: ckpt_path's -interrupted.pt if there is one,
+    else ckpt_path. The checkpoint decides the shape of the model (the settings it overrides are
+    printed); a shape setting given that differs is a ConfigError. dropout, if given, replaces the
+    checkpoint's: the weights do not depend on it."""
+    interrupted = interrupted_path(config.ckpt_path)
+    source = interrupted if os.path.exists(interrupted) else config.ckpt_path
+    model, _, ckpt = checkpoint.load(source, device, meta_path=os.path.join(config.data_dir, "meta.pkl"),
+                                     dropout=config.dropout if "dropout" in given else None)
+    args = ckpt["model_args"]
+    for k in SHAPE:
+        if k in given and getattr(config, k) != args[k]:
+            raise ConfigError(f"{source} has {k}={args[k]!r}; --init_from=resume cannot change it to "
+                              f"{getattr(config, k)!r} (a new model needs --init_from=scratch)")
+    taken = SHAPE if "dropout" in given else SHAPE + ("dropout",)
+    for k in taken:
+        setattr(config, k, args[k])
+    print(f"from {source}: " + ", ".join(f"{k}={args[k]!r}" for k in taken))
+    model.train()
+    return model, ckpt, source
+
+
+def train(config, given=frozenset()):
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     if os.path.realpath(config.data_dir) == os.path.realpath(prepare.HERE):  # this repository's data folder
@@ -324,19 +350,12 @@ def train(config):
     meta = data_vocabulary(config.data_dir)
 
     iter_num, best_val_loss, optimizer_state, source = 0, float("inf"), None, None
-    interrupted = interrupted_path(config.ckpt_path)
     if config.init_from == "resume":
-        source = interrupted if os.path.exists(interrupted) else config.ckpt_path
-        model, ckpt_meta, ckpt = checkpoint.load(source, device)
-        if ckpt_meta["itos"] != meta["itos"]:
-            raise ConfigError(f"{source} was trained on another vocabulary than {config.data_dir}")
-        for k in checkpoint.MODEL_ARGS:  # the checkpoint decides the architecture
-            setattr(config, k, ckpt["model_args"][k])
+        model, ckpt, source = resume(config, given, device)
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         optimizer_state = ckpt.get("optimizer")
         print(f"resuming from {source} at iter {iter_num} (best val loss {best_val_loss:.4f})"
               + ("" if optimizer_state else ", with a fresh optimizer state"))
-        model.train()
     splits = read_splits(config.data_dir, config.block_size, meta["vocab_size"])
     if not config.eval_only:
         check_ckpt_path(config)
@@ -364,6 +383,7 @@ def train(config):
         print(f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         return losses["val"]
 
+    interrupted = interrupted_path(config.ckpt_path)
     if config.init_from == "scratch" and os.path.exists(interrupted):  # only with --overwrite=true
         os.remove(interrupted)  # a stale state that --init_from=resume would otherwise pick up
     # ckpt_path already holds the weights a resumed run starts from; those of iteration 0 are random:
@@ -420,8 +440,7 @@ def main(argv=None):
         print(usage())
         return 0
     try:
-        config = get_config(argv)
-        train(config)
+        train(*get_config(argv))
     except (ConfigError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,14 +17,14 @@ import checkpoint
 import train
 from conftest import META, ROOT, SHAKESPEARE
 from model import GPT, GPTConfig
-from test_checkpoint import MakesAFile
+from test_checkpoint import MakesAFile, nanogpt_checkpoint
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=8", "--eval_iters=2",
         "--log_interval=5", "--warmup_iters=2", "--learning_rate=3e-3", "--device=cpu"]
 
 
 def tiny_config(prepared, tmp_path, *overrides):
-    return train.get_config(TINY + [f"--data_dir={prepared[0]}", f"--ckpt_path={tmp_path / 'ckpt.pt'}", *overrides])
+    return train.get_config(TINY + [f"--data_dir={prepared[0]}", f"--ckpt_path={tmp_path / 'ckpt.pt'}", *overrides])[0]
 
 
 def run_train(*args, **kwargs):
@@ -59,7 +59,8 @@ def test_learning_rate_schedule():
 def test_config_file_and_overrides(tmp_path):
     path = tmp_path / "recipe.py"
     path.write_text("n_layer = 3\nlearning_rate = 1  # an int where a float is expected is fine\n")
-    config = train.get_config([str(path), "--n_layer=5", "--bias=false", "--min_lr=2e-5"])
+    config, given = train.get_config([str(path), "--n_layer=5", "--bias=false", "--min_lr=2e-5"])
+    assert given == {"n_layer", "learning_rate", "bias", "min_lr"}
     assert (config.n_layer, config.learning_rate, config.bias, config.min_lr) == (5, 1.0, False, 2e-5)
 
 
@@ -270,8 +271,37 @@ def test_a_fresh_run_does_not_overwrite_a_checkpoint(prepared, tmp_path, capsys)
 @pytest.mark.parametrize("recipe", sorted(os.listdir(os.path.join(ROOT, "config"))))
 def test_every_recipe_writes_under_out(recipe):
     """checkpoints/ holds the shipped model: reproducing a recipe must not write over it."""
-    config = train.get_config([os.path.join(ROOT, "config", recipe)])
+    config, _ = train.get_config([os.path.join(ROOT, "config", recipe)])
     assert config.ckpt_path.startswith("out/")
+
+
+@pytest.mark.parametrize("flag", ["--n_layer=2", "--n_head=4", "--n_embd=64", "--block_size=32", "--bias=False"])
+def test_resume_refuses_to_change_the_shape_of_the_model(prepared, tmp_path, capsys, flag):
+    assert run_main(capsys, *tiny_run(prepared, tmp_path))[0] == 0
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    line = refused_up_front(capsys, *tiny_run(prepared, tmp_path, "--init_from=resume", "--max_iters=4", flag))
+    name, value = flag[2:].split("=")
+    assert f"{tmp_path / 'ckpt.pt'} has {name}=" in line and f"cannot change it to {value}" in line
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+
+
+def test_resume_takes_the_shape_from_the_checkpoint_and_dropout_as_given(prepared, tmp_path, capsys):
+    assert run_main(capsys, *tiny_run(prepared, tmp_path))[0] == 0
+    ckpt_path = tmp_path / "ckpt.pt"
+    status, out, err = run_main(capsys, f"--data_dir={prepared[0]}", f"--ckpt_path={ckpt_path}", "--device=cpu",
+                                "--init_from=resume", "--max_iters=3", "--eval_interval=1", "--eval_iters=2",
+                                "--always_save_checkpoint=true", "--dropout=0.5")
+    assert status == 0, err
+    assert f"from {ckpt_path}: n_layer=1, n_head=2, n_embd=32, block_size=16, bias=True\n" in out  # not dropout
+    assert checkpoint.read(str(ckpt_path))["model_args"]["dropout"] == 0.5
+
+
+def test_a_nanogpt_checkpoint_resumes_with_the_vocabulary_of_the_data_folder(prepared, tmp_path, capsys):
+    model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=32))
+    torch.save(nanogpt_checkpoint(model), tmp_path / "ckpt.pt")  # no 'meta' inside: data_dir has meta.pkl
+    status, out, err = run_main(capsys, *tiny_run(prepared, tmp_path, "--init_from=resume", "--max_iters=5002"))
+    assert status == 0, err
+    assert "resuming from" in out and "at iter 5000 (best val loss 1.4697), with a fresh optimizer state" in out
 
 
 def nanogpt_meta_path(ckpt, nanogpt_root):
