@@ -23,8 +23,14 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_
         "--log_interval=5", "--warmup_iters=2", "--learning_rate=3e-3", "--device=cpu"]
 
 
-def tiny_config(prepared, tmp_path, *overrides):
-    return train.get_config(TINY + [f"--data_dir={prepared[0]}", f"--ckpt_path={tmp_path / 'ckpt.pt'}", *overrides])[0]
+def tiny_run(prepared, tmp_path, *flags):
+    """The argv of a few iterations of the tiny model on the prepared data, saved to tmp_path/ckpt.pt."""
+    return [*TINY, f"--data_dir={prepared[0]}", f"--ckpt_path={tmp_path / 'ckpt.pt'}", "--max_iters=2",
+            "--eval_interval=1", *flags]
+
+
+def tiny_config(prepared, tmp_path, *flags):
+    return train.get_config(tiny_run(prepared, tmp_path, *flags))[0]
 
 
 def run_train(*args, **kwargs):
@@ -130,12 +136,6 @@ def refused_up_front(capsys, *argv):
     assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert "step 0" not in out  # no training began
     return lines[0]
-
-
-def tiny_run(prepared, tmp_path, *flags):
-    """The argv of a few iterations of the tiny model on the prepared data."""
-    return [*TINY, f"--data_dir={prepared[0]}", f"--ckpt_path={tmp_path / 'ckpt.pt'}", "--max_iters=2",
-            "--eval_interval=1", *flags]
 
 
 @pytest.mark.parametrize("flags, fragment", [
