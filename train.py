@@ -2,7 +2,7 @@
 Train the character-level GPT, on a laptop CPU first.
 
     python train.py config/train_quick.py                    # a small model in about a minute
-    python train.py config/train_shakespeare_char.py         # the shipped checkpoint
+    python train.py config/train_shakespeare_char.py         # the shipped model's recipe (out/)
     python train.py config/train_quick.py --max_iters=100    # any key can be overridden
     python train.py config/train_quick.py --init_from=resume # continue from the checkpoint
     python train.py --help                                   # every key, its type and default
@@ -12,9 +12,11 @@ The default data folder, data/shakespeare_char, is prepared on first use (prepar
 ckpt_path only ever receives weights that evaluated better than the ones it holds (or every
 evaluation, with always_save_checkpoint). Ctrl-C saves the state of the run beside it, never over
 it: out/ckpt.pt -> out/ckpt-interrupted.pt. --init_from=resume continues from that interrupted
-state when there is one (and removes it once the run has gone past it), else from ckpt_path.
+state when there is one (and removes it once the run has gone past it), else from ckpt_path; the
+checkpoint decides the model's shape, and a setting that would change it is refused.
 
 A config file is plain Python that assigns some of the keys below; --key=value follows it.
+It is executed as it is, with your permissions: run only config files you trust.
 Paths are relative to the current directory.
 """
 import dataclasses
