@@ -63,10 +63,12 @@ def read(path, device="cpu"):
 
 
 def is_int(value):
+    """An int, and not a bool (which Python counts as one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_char(value):
+    """A string of one character."""
     return isinstance(value, str) and len(value) == 1
 
 

@@ -188,7 +188,7 @@ def test_ctrl_c_during_the_download_is_one_line(tmp_path, server):
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130
-    assert err.strip().splitlines() == ["error: interrupted; nothing was written"]
+    assert err.strip().splitlines() == ["error: interrupted; no file was left half-written"]
     assert os.listdir(tmp_path) == []
 
 

@@ -153,7 +153,7 @@ def main(argv=None):
         print(f"error: cannot prepare {args.out_dir}: {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        print("error: interrupted; no file was left half-written", file=sys.stderr)
         return 130
     n_train, n_val = (os.path.getsize(os.path.join(args.out_dir, f"{s}.bin")) // 2 for s in ("train", "val"))
     print(f"{n_train + n_val:,} characters, {meta['vocab_size']} symbols: "
