@@ -73,13 +73,9 @@ def _rows(ids, device):
 
 
 @torch.no_grad()
-def perplexity(model, prompt_ids, continuation_ids, stride=None):
-    """exp of the mean negative log-likelihood of the continuation given all that precedes it:
-
-        PPL = exp( -1/(B L) sum_b sum_{t=P}^{P+L-1} log p(x_bt | x_b,<t) )
-
-    prompt_ids (B, P) and continuation_ids (B, L), or one row as (P,) and (L,); every token
-    of every row is pooled. 1 is a certain model, V the uniform guess over V symbols.
+def negative_log_likelihood(model, prompt_ids, continuation_ids, stride=None):
+    """Per row, the summed negative log-likelihood (nats) of the continuation given all that
+    precedes it: -sum_{t=P}^{P+L-1} log p(x_t | x_<t). (B, P), (B, L) -> (B,)
 
     The model sees at most block_size tokens, so long texts are read in sliding windows of
     block_size tokens, `stride` tokens apart, each scoring the tokens the one before left
@@ -96,12 +92,24 @@ def perplexity(model, prompt_ids, continuation_ids, stride=None):
     stride = stride or max(1, block_size // 2)
     ids = torch.cat((prompt, continuation), dim=1)  # (B, N), N = P + L
     N = ids.size(1)
-    total_nll, first = 0.0, prompt.size(1)  # first: the next token to score
+    nll, first = torch.zeros(ids.size(0), dtype=torch.float64), prompt.size(1)  # first: the next token to score
     while first < N:
         end = min(N, max(first + stride, block_size + 1))  # this window scores ids[:, first:end]
         start = max(0, end - 1 - block_size)  # and reads ids[:, start:end - 1], at most block_size tokens
         logits = model(ids[:, start:end - 1])[0][:, first - start - 1:]  # (B, W, V) -> (B, end - first, V)
         targets = ids[:, first:end]  # (B, end - first)
-        total_nll += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="sum").item()
+        nll += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").sum(dim=1).double().cpu()
         first = end
-    return math.exp(total_nll / continuation.numel())
+    return nll
+
+
+def perplexity(model, prompt_ids, continuation_ids, stride=None):
+    """exp of the mean negative log-likelihood of the continuation given all that precedes it:
+
+        PPL = exp( -1/(B L) sum_b sum_{t=P}^{P+L-1} log p(x_bt | x_b,<t) )
+
+    prompt_ids (B, P) and continuation_ids (B, L), or one row as (P,) and (L,); every token
+    of every row is pooled. 1 is a certain model, V the uniform guess over V symbols. Long
+    texts: see negative_log_likelihood()."""
+    nll = negative_log_likelihood(model, prompt_ids, continuation_ids, stride)  # (B,)
+    return math.exp(nll.sum().item() / (nll.numel() * _rows(continuation_ids, "cpu").size(1)))

@@ -509,7 +509,9 @@ class Decoding:
                     z, token_counts(run.window(self.penalty_last_n, generated_only=True), z.size(-1)),
                     self.frequency_penalty, self.presence_penalty))
         if self.dry_multiplier:
-            breakers = {stoi[c] for c in self.dry_sequence_breakers if c in (stoi or {})}
+            if stoi is None and self.dry_sequence_breakers:
+                raise ValueError("DRY's sequence breakers are characters: pass the vocabulary (stoi)")
+            breakers = {stoi[c] for c in self.dry_sequence_breakers if c in stoi} if stoi else set()
             yield "dry", Stage(f"DRY {self.dry_multiplier:g} · {self.dry_base:g}^(n - {self.dry_allowed_length})",
                                lambda z, run: dry_penalty(z, run.ids, self.dry_multiplier, self.dry_base,
                                                           self.dry_allowed_length, breakers, self.dry_penalty_last_n))
@@ -708,6 +710,20 @@ def generate(model, idx, max_new_tokens, decoding=None, *, generator=None, use_c
     return torch.cat([idx, *(step.ids for step in steps)], dim=1)  # (B, T + max_new_tokens)
 
 
+def beam_step(scores, log_probs, num_beams):
+    """One step of beam search: each beam's score plus each next token's log-probability,
+
+        candidate(b, i) = scores_b + log p(i | beam b),
+
+    and the num_beams best candidates, best first; ties go to the lowest (beam, token) index, as
+    argmax's do. scores (K,), log_probs (K, V) -> scores (n,), the beam each extends (n,), its token (n,)"""
+    V = log_probs.size(-1)
+    candidates = (scores[:, None] + log_probs).view(-1)  # (K * V,): every beam x every next token
+    best, flat = torch.sort(candidates, descending=True, stable=True)  # stable: ties keep index order
+    best, flat = best[:num_beams], flat[:num_beams]  # (n,)
+    return best, flat // V, flat % V
+
+
 class Hypothesis(NamedTuple):
     """A finished beam: its ids (T + n,), prompt included, and its score."""
     ids: torch.Tensor
@@ -744,16 +760,12 @@ def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, stop=
     logits = next_logits(model, beams, cache, new=P)  # (K, V)
     for step in range(max_new_tokens):
         log_probs = F.log_softmax(logits.float(), dim=-1)  # (K, V)
-        V = log_probs.size(-1)
-        candidates = (scores[:, None] + log_probs).view(-1)  # (K * V,): every beam x every next token
-        # a stable sort breaks ties by the lowest (beam, token) index, as argmax does
-        cand_scores, flat = torch.sort(candidates, descending=True, stable=True)
-        cand_scores, flat = cand_scores[:2 * num_beams], flat[:2 * num_beams]  # (2K,): spares for finished ones
-        cand_beams = torch.cat((beams[flat // V], (flat % V)[:, None]), dim=1)  # (2K, P + t + 1)
+        cand_scores, rows, tokens = beam_step(scores, log_probs, 2 * num_beams)  # (2K,): spares for finished ones
+        cand_beams = torch.cat((beams[rows], tokens[:, None]), dim=1)  # (2K, P + t + 1)
         last = step + 1 == max_new_tokens
-        ends = torch.ones_like(flat, dtype=torch.bool) if last else ends_with(cand_beams, stop, P)  # (2K,)
+        ends = torch.ones_like(rows, dtype=torch.bool) if last else ends_with(cand_beams, stop, P)  # (2K,)
         worst = finished[-1].score if len(finished) == num_beams else -math.inf
-        for rank in range(min(num_beams, len(flat))):  # only the top num_beams candidates may finish
+        for rank in range(min(num_beams, len(rows))):  # only the top num_beams candidates may finish
             score = cand_scores[rank].item() / (step + 1) ** length_penalty
             if ends[rank] and score > worst:
                 finished = sorted(finished + [Hypothesis(cand_beams[rank], score)], key=lambda h: -h.score)[:num_beams]
@@ -766,7 +778,7 @@ def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, stop=
             break  # no live beam can beat the finished ones any more
         beams, scores = cand_beams[live], cand_scores[live]  # (K, P + t + 1), (K,)
         if cache is not None:
-            cache.reorder(flat[live] // V)
+            cache.reorder(rows[live])
         logits = next_logits(model, beams, cache)
     return finished
 

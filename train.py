@@ -2,12 +2,21 @@
 Train the character-level GPT, on a laptop CPU first.
 
     python train.py config/train_quick.py                    # a small model in about a minute
-    python train.py config/train_shakespeare_char.py         # the shipped checkpoint
+    python train.py config/train_shakespeare_char.py         # the shipped model's recipe (out/)
     python train.py config/train_quick.py --max_iters=100    # any key can be overridden
     python train.py config/train_quick.py --init_from=resume # continue from the checkpoint
     python train.py --help                                   # every key, its type and default
 
+The default data folder, data/shakespeare_char, is prepared on first use (prepare.py).
+
+ckpt_path only ever receives weights that evaluated better than the ones it holds (or every
+evaluation, with always_save_checkpoint). Ctrl-C saves the state of the run beside it, never over
+it: out/ckpt.pt -> out/ckpt-interrupted.pt. --init_from=resume continues from that interrupted
+state when there is one (and removes it once the run has gone past it), else from ckpt_path; the
+checkpoint decides the model's shape, and a setting that would change it is refused.
+
 A config file is plain Python that assigns some of the keys below; --key=value follows it.
+It is executed as it is, with your permissions: run only config files you trust.
 Paths are relative to the current directory.
 """
 import dataclasses
@@ -16,6 +25,7 @@ import math
 import os
 import runpy
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,6 +34,7 @@ import numpy as np
 import torch
 
 import checkpoint
+from data.shakespeare_char import prepare
 from model import GPT, GPTConfig
 
 
@@ -36,7 +47,8 @@ class TrainConfig:
     # where things go
     data_dir: str = key("data/shakespeare_char", "folder holding train.bin, val.bin and meta.pkl (from prepare.py)")
     ckpt_path: str = key("out/ckpt.pt", "checkpoint file written during training and read by resume")
-    init_from: str = key("scratch", "'scratch' for a new model, 'resume' to continue from ckpt_path")
+    init_from: str = key("scratch", "'scratch' for a new model, 'resume' to continue (see above)")
+    overwrite: bool = key(False, "let a fresh run (init_from=scratch) replace an existing ckpt_path")
     save_optimizer: bool = key(True, "store the optimizer state too (exact resume; the file is 3x larger)")
     always_save_checkpoint: bool = key(False, "save at every evaluation, not only when val loss improves")
     # logging and evaluation
@@ -49,7 +61,7 @@ class TrainConfig:
     n_head: int = key(4, "attention heads per block")
     n_embd: int = key(128, "embedding width C")
     block_size: int = key(64, "context length in characters")
-    dropout: float = key(0.0, "dropout probability while training")
+    dropout: float = key(0.0, "dropout probability while training (on resume: the checkpoint's unless given)")
     bias: bool = key(True, "biases in Linear and LayerNorm layers")
     # optimisation: AdamW, linear warm-up then cosine decay to min_lr
     batch_size: int = key(32, "sequences per iteration")
@@ -68,8 +80,19 @@ class TrainConfig:
     seed: int = key(1337, "seed for initialisation and batches")
 
 
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # what a resumed run takes from its checkpoint
+
+
 class ConfigError(Exception):
     """A config file or --key=value the trainer cannot use; the message is one line for the user."""
+
+
+class TrainingError(Exception):
+    """A run that cannot go on (its loss became nan); the message is one line for the user."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training, once its state is saved; the message says where."""
 
 
 def parse_value(name, value, kind):
@@ -102,7 +125,8 @@ def unknown_key(name, fields):
 
 
 def get_config(argv):
-    """Defaults <- config files (in order) <- --key=value overrides, each checked against TrainConfig."""
+    """Defaults <- config files (in order) <- --key=value overrides, each checked against TrainConfig.
+    Returns the config and the names of the keys that the files and flags set."""
     kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     values = {}
     for arg in argv:
@@ -116,35 +140,71 @@ def get_config(argv):
         else:
             if not os.path.isfile(arg):
                 raise ConfigError(f"no config file {arg}")
-            for name, value in runpy.run_path(arg).items():
+            try:
+                assigned = runpy.run_path(arg)
+            except Exception as e:  # the file is Python and runs as it is: a syntax error, an unknown name, ...
+                raise ConfigError(f"{arg}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+            for name, value in assigned.items():
                 if name.startswith("_") or type(value).__name__ == "module":
                     continue
                 if name not in kinds:
                     raise unknown_key(name, kinds)
                 values[name] = check_type(f"{arg}: {name}", value, kinds[name])
     config = TrainConfig(**values)
-    if config.init_from not in ("scratch", "resume"):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', not {config.init_from!r}")
-    if config.dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"dtype must be 'float32' or 'bfloat16', not {config.dtype!r}")
-    return config
+    check_config(config)
+    return config, set(values)
+
+
+def check_config(c):
+    """Out-of-range values are a ConfigError naming the key, before anything is built. Each rule
+    says what is allowed, so that nan, which fails every comparison, is refused too."""
+    rules = [
+        ("init_from", c.init_from in ("scratch", "resume"), "'scratch' or 'resume'"),
+        ("dtype", c.dtype in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
+        ("eval_interval", c.eval_interval >= 1, ">= 1"),
+        ("eval_iters", c.eval_iters >= 1, ">= 1"),
+        ("log_interval", c.log_interval >= 1, ">= 1"),
+        ("n_layer", c.n_layer >= 1, ">= 1"),
+        ("n_head", c.n_head >= 1, ">= 1"),
+        ("n_embd", c.n_head >= 1 and c.n_embd >= 1 and c.n_embd % c.n_head == 0,
+         f"a positive multiple of n_head ({c.n_head})"),
+        ("block_size", c.block_size >= 1, ">= 1"),
+        ("dropout", 0 <= c.dropout < 1, "in [0, 1)"),
+        ("batch_size", c.batch_size >= 1, ">= 1"),
+        ("max_iters", c.max_iters >= 0, ">= 0"),
+        ("learning_rate", 0 < c.learning_rate < math.inf, "> 0"),
+        ("min_lr", 0 <= c.min_lr < math.inf, ">= 0"),
+        ("warmup_iters", c.warmup_iters >= 0, ">= 0"),
+        ("lr_decay_iters", c.lr_decay_iters >= 0, ">= 0"),
+        ("weight_decay", 0 <= c.weight_decay < math.inf, ">= 0"),
+        ("beta1", 0 <= c.beta1 < 1, "in [0, 1)"),
+        ("beta2", 0 <= c.beta2 < 1, "in [0, 1)"),
+        ("grad_clip", 0 <= c.grad_clip < math.inf, ">= 0 (0: no clipping)"),
+    ]
+    for name, ok, rule in rules:
+        if not ok:
+            raise ConfigError(f"{name} must be {rule}, not {getattr(c, name)!r}")
 
 
 def usage():
     lines = [__doc__.strip(), "", "keys (default):"]
     for f in dataclasses.fields(TrainConfig):
-        lines.append(f"  --{f.name}={f.default!r:<22} {f.type.__name__:<5} {f.metadata['help']}")
+        lines.append(f"  {f'--{f.name}={f.default!r}':<36} {f.type.__name__:<5} {f.metadata['help']}")
     return "\n".join(lines)
 
 
 def pick_device(name):
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """'auto' -> cuda, then mps, then cpu. Any other name is checked: a ConfigError when it names
+    no device, or one this machine does not have."""
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return next(kind for kind, here in present.items() if here)
+    kind, colon, index = name.partition(":")
+    if kind not in present or (colon and not (kind == "cuda" and index.isdigit())):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', not {name!r}")
+    if not present[kind] or (index and int(index) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r} is not available on this machine (--device=cpu is)")
+    return name
 
 
 def learning_rate(it, config):
@@ -196,34 +256,112 @@ def configure_optimizer(model, config, device):
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), fused=fused)
 
 
+def data_vocabulary(data_dir):
+    """The vocabulary of a prepared data folder; a ConfigError when the folder is not prepared."""
+    missing = [name for name in prepare.FILES if not os.path.isfile(os.path.join(data_dir, name))]
+    if missing:
+        raise ConfigError(f"{data_dir} is not prepared (no {', '.join(missing)}); "
+                          f"python data/shakespeare_char/prepare.py --out_dir {data_dir} prepares it")
+    return checkpoint.read_meta(os.path.join(data_dir, "meta.pkl"))
+
+
+def read_splits(data_dir, block_size, vocab_size):
+    """train.bin and val.bin as memory-mapped uint16 token streams, checked: whole uint16s, more
+    tokens than block_size, every id inside the vocabulary. A fault is a ConfigError."""
+    splits = {}
+    for split in ("train", "val"):
+        path = os.path.join(data_dir, f"{split}.bin")
+        size = os.path.getsize(path)
+        if size == 0 or size % 2:
+            raise ConfigError(f"{path} has {size} bytes: not a stream of uint16 token ids (prepare.py writes it)")
+        data = np.memmap(path, dtype=np.uint16, mode="r")
+        if len(data) <= block_size:
+            raise ConfigError(f"{path} holds {len(data):,} tokens: block_size={block_size} needs at least "
+                              f"{block_size + 1:,}")
+        if data.max() >= vocab_size:
+            raise ConfigError(f"{path} holds token id {data.max()}, but the vocabulary (meta.pkl) has only "
+                              f"{vocab_size} symbols")
+        splits[split] = data
+    return splits
+
+
+def check_ckpt_path(config):
+    """Before training: a fresh run does not replace a checkpoint unless told to (--overwrite=true),
+    and a checkpoint can be written at ckpt_path (its folder is created if need be)."""
+    path = config.ckpt_path
+    existing = [p for p in (path, interrupted_path(path)) if os.path.exists(p)]
+    if config.init_from == "scratch" and not config.overwrite and existing:
+        raise ConfigError(f"{existing[0]} exists: continue it with --init_from=resume, "
+                          f"or replace it with --overwrite=true")
+    if os.path.isdir(path):
+        raise ConfigError(f"ckpt_path {path} is a folder; give a file name, such as {os.path.join(path, 'ckpt.pt')}")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ConfigError(f"cannot write ckpt_path {path}: {e.strerror}")
+
+
+def interrupted_path(ckpt_path):
+    """out/ckpt.pt -> out/ckpt-interrupted.pt: where Ctrl-C saves a run's state, beside its best checkpoint."""
+    root, ext = os.path.splitext(ckpt_path)
+    return f"{root}-interrupted{ext}"
+
+
+def check_finite(iter_num, *losses):
+    """A TrainingError when a loss is nan or infinite: the run has diverged, and nothing after it is saved."""
+    for loss in losses:
+        if not math.isfinite(loss):
+            raise TrainingError(f"loss {loss} at iter {iter_num}: training diverged (try a lower learning_rate); "
+                                f"the checkpoint keeps the weights saved before")
+
+
 def format_duration(seconds):
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes}m{seconds:02d}s"
 
 
-def train(config):
+def resume(config, given, device):
+    """The model, checkpoint and path to continue from: ckpt_path's -interrupted.pt if there is one,
+    else ckpt_path. The checkpoint decides the shape of the model (the settings it overrides are
+    printed); a shape setting given that differs is a ConfigError. dropout, if given, replaces the
+    checkpoint's: the weights do not depend on it."""
+    interrupted = interrupted_path(config.ckpt_path)
+    source = interrupted if os.path.exists(interrupted) else config.ckpt_path
+    model, _, ckpt = checkpoint.load(source, device, meta_path=os.path.join(config.data_dir, "meta.pkl"),
+                                     dropout=config.dropout if "dropout" in given else None)
+    args = ckpt["model_args"]
+    for k in SHAPE:
+        if k in given and getattr(config, k) != args[k]:
+            raise ConfigError(f"{source} has {k}={args[k]!r}; --init_from=resume cannot change it to "
+                              f"{getattr(config, k)!r} (a new model needs --init_from=scratch)")
+    taken = SHAPE if "dropout" in given else SHAPE + ("dropout",)
+    for k in taken:
+        setattr(config, k, args[k])
+    print(f"from {source}: " + ", ".join(f"{k}={args[k]!r}" for k in taken))
+    model.train()
+    return model, ckpt, source
+
+
+def train(config, given=frozenset()):
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    try:
-        splits = {s: np.memmap(os.path.join(config.data_dir, f"{s}.bin"), dtype=np.uint16, mode="r")
-                  for s in ("train", "val")}
-        meta = checkpoint.read_meta(os.path.join(config.data_dir, "meta.pkl"))
-    except (FileNotFoundError, checkpoint.CheckpointError) as e:
-        raise ConfigError(f"{config.data_dir} is not prepared ({e}); run python data/shakespeare_char/prepare.py")
+    if os.path.realpath(config.data_dir) == os.path.realpath(prepare.HERE):  # this repository's data folder
+        prepare.ensure_prepared(config.data_dir)
+    meta = data_vocabulary(config.data_dir)
 
-    iter_num, best_val_loss, optimizer_state = 0, float("inf"), None
+    iter_num, best_val_loss, optimizer_state, source = 0, float("inf"), None, None
     if config.init_from == "resume":
-        model, ckpt_meta, ckpt = checkpoint.load(config.ckpt_path, device)
-        if ckpt_meta["itos"] != meta["itos"]:
-            raise ConfigError(f"{config.ckpt_path} was trained on another vocabulary than {config.data_dir}")
-        for k in checkpoint.MODEL_ARGS:  # the checkpoint decides the architecture
-            setattr(config, k, ckpt["model_args"][k])
+        model, ckpt, source = resume(config, given, device)
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         optimizer_state = ckpt.get("optimizer")
-        print(f"resuming from {config.ckpt_path} at iter {iter_num} (best val loss {best_val_loss:.4f})"
+        print(f"resuming from {source} at iter {iter_num} (best val loss {best_val_loss:.4f})"
               + ("" if optimizer_state else ", with a fresh optimizer state"))
-        model.train()
-    else:
+    splits = read_splits(config.data_dir, config.block_size, meta["vocab_size"])
+    if not config.eval_only:
+        check_ckpt_path(config)
+    if config.init_from == "scratch":
         model = GPT(GPTConfig(block_size=config.block_size, vocab_size=meta["vocab_size"], n_layer=config.n_layer,
                               n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias))
         model.to(device)
@@ -235,8 +373,11 @@ def train(config):
                 else nullcontext())
     generator = torch.Generator().manual_seed(config.seed + iter_num)
 
-    def save():
-        checkpoint.save(config.ckpt_path, model, meta, iter_num, best_val_loss, dataclasses.asdict(config),
+    # nanoGPT's sample.py finds the vocabulary at data/<dataset>/meta.pkl: name the data folder
+    saved_config = dict(dataclasses.asdict(config), dataset=os.path.basename(os.path.abspath(config.data_dir)))
+
+    def save(path):
+        checkpoint.save(path, model, meta, iter_num, best_val_loss, saved_config,
                         optimizer if config.save_optimizer else None)
 
     if config.eval_only:
@@ -244,19 +385,25 @@ def train(config):
         print(f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         return losses["val"]
 
+    interrupted = interrupted_path(config.ckpt_path)
+    if config.init_from == "scratch" and os.path.exists(interrupted):  # only with --overwrite=true
+        os.remove(interrupted)  # a stale state that --init_from=resume would otherwise pick up
+    # ckpt_path already holds the weights a resumed run starts from; those of iteration 0 are random:
+    # neither is worth saving.
+    saved_iter = iter_num if source == config.ckpt_path else 0
     start = time.time()
-    first_iter = iter_num
     t0 = time.time()
     try:
         while True:
             if iter_num % config.eval_interval == 0 or iter_num == config.max_iters:
                 losses = estimate_loss(model, splits, config, device, autocast)
+                check_finite(iter_num, *losses.values())
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                       f"{time.time() - start:.1f}s", flush=True)
                 if losses["val"] < best_val_loss or config.always_save_checkpoint:
                     best_val_loss = min(best_val_loss, losses["val"])
-                    if iter_num > first_iter:
-                        save()
+                    if iter_num > saved_iter:
+                        save(config.ckpt_path)
                         print(f"saved {config.ckpt_path}", flush=True)
             if iter_num >= config.max_iters:
                 break
@@ -271,17 +418,20 @@ def train(config):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             iter_num += 1
-            if iter_num % config.log_interval == 0:
+            if iter_num % config.log_interval == 0:  # loss.item() waits for the GPU: only every log_interval
+                lossf = loss.item()
+                check_finite(iter_num, lossf)
                 dt = (time.time() - t0) / config.log_interval
                 eta = dt * (config.max_iters - iter_num)
-                print(f"iter {iter_num}: loss {loss.item():.4f}, {dt * 1000:.0f} ms/iter, eta {format_duration(eta)}",
+                print(f"iter {iter_num}: loss {lossf:.4f}, {dt * 1000:.0f} ms/iter, eta {format_duration(eta)}",
                       flush=True)
                 t0 = time.time()
-    except KeyboardInterrupt:
-        save()
-        print(f"\ninterrupted at iter {iter_num}: saved {config.ckpt_path}; "
-              f"continue with --init_from=resume", file=sys.stderr)
-        raise SystemExit(130)
+    except KeyboardInterrupt:  # the state goes beside the checkpoint: it has not been evaluated against it
+        save(interrupted)
+        raise Interrupted(f"interrupted at iter {iter_num}: saved {interrupted} beside {config.ckpt_path} "
+                          f"(not over it); continue with --init_from=resume")
+    if source == interrupted:
+        os.remove(interrupted)  # this run went past it: the next resume starts from ckpt_path
     print(f"done: {iter_num} iterations in {format_duration(time.time() - start)}, best val loss {best_val_loss:.4f}")
     return best_val_loss
 
@@ -292,11 +442,19 @@ def main(argv=None):
         print(usage())
         return 0
     try:
-        config = get_config(argv)
-        train(config)
+        train(*get_config(argv))
     except (ConfigError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (prepare.PrepareError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)  # after the ^C the terminal shows
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted; no file was left half-written", file=sys.stderr)
+        return 130
     return 0
 
 

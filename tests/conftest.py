@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random model (fast, offline) and the local copy of Tiny Shakespeare."""
+"""Shared fixtures: a tiny random model (fast, offline) and Tiny Shakespeare as committed in data/."""
 import os
 import sys
 
@@ -10,14 +10,10 @@ sys.path.insert(0, ROOT)
 
 from model import GPT, GPTConfig  # noqa: E402
 
-# The 65 symbols of Tiny Shakespeare, sorted (written out here; the text itself is never committed).
+# The 65 symbols of Tiny Shakespeare, sorted (written out here so that a test needs no data file).
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 META = {"vocab_size": 65, "stoi": {c: i for i, c in enumerate(CHARS)}, "itos": dict(enumerate(CHARS))}
-# Where a local copy of input.txt may be: $NANODECODE_INPUT, or the shared data folder beside the checkout.
-CANDIDATES = [os.environ.get("NANODECODE_INPUT", ""),
-              os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare", "input.txt"),
-              "/work/shared/data/tinyshakespeare/input.txt"]
-SHAKESPEARE = next((path for path in CANDIDATES if os.path.isfile(path)), CANDIDATES[1])
+SHAKESPEARE = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")  # committed: the tests run offline
 
 
 @pytest.fixture
@@ -50,17 +46,15 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def shakespeare_path():
-    """The local copy of input.txt (set NANODECODE_INPUT to use another path)."""
-    if not os.path.isfile(SHAKESPEARE):
-        pytest.fail(f"Tiny Shakespeare not found at {SHAKESPEARE}; set NANODECODE_INPUT")
+    """The committed input.txt."""
     return SHAKESPEARE
 
 
 @pytest.fixture(scope="session")
-def prepared(tmp_path_factory, shakespeare_path):
-    """A data folder made by prepare.py from the local copy: (folder, meta)."""
-    sys.path.insert(0, os.path.join(ROOT, "data", "shakespeare_char"))
-    import prepare
+def prepared(tmp_path_factory):
+    """A data folder made by prepare.py from the committed text, in nanoGPT's layout
+    (<root>/data/shakespeare_char): (folder, meta)."""
+    from data.shakespeare_char import prepare
 
-    out = tmp_path_factory.mktemp("shakespeare_char")
-    return out, prepare.prepare(str(out), input_path=shakespeare_path)
+    out = tmp_path_factory.mktemp("nanogpt") / "data" / "shakespeare_char"
+    return out, prepare.prepare(str(out), input_path=SHAKESPEARE)

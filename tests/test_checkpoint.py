@@ -1,11 +1,13 @@
 """checkpoint.py: one loader for our checkpoints and nanoGPT's, and a clear error for anything else."""
 import os
 import pickle
+import re
 
 import pytest
 import torch
 
 import checkpoint
+from conftest import CHARS, make_tiny_model
 
 
 def nanogpt_checkpoint(model):
@@ -54,7 +56,8 @@ def test_nanogpt_checkpoint_without_meta_says_what_to_pass(tiny_model, tmp_path)
 
 def test_vocabulary_mismatch(tiny_model, meta, tmp_path):
     checkpoint.save(str(tmp_path / "ckpt.pt"), tiny_model, meta)
-    other = dict(meta, itos={i: c for i, c in enumerate(reversed(list(meta["itos"].values())))})
+    backwards = CHARS[::-1]
+    other = {"vocab_size": 65, "stoi": {c: i for i, c in enumerate(backwards)}, "itos": dict(enumerate(backwards))}
     write_meta(tmp_path / "meta.pkl", other)
     with pytest.raises(checkpoint.CheckpointError, match="does not match"):
         checkpoint.load(str(tmp_path / "ckpt.pt"), meta_path=str(tmp_path / "meta.pkl"))
@@ -70,7 +73,7 @@ class Payload:
         return (print, ("this must never run",))
 
 
-@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "not_a_dict", "no_model", "code"])
+@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "random", "not_a_dict", "no_model", "code"])
 def test_unusable_files_are_one_clear_error(kind, tiny_model, meta, tmp_path, capsys):
     path = tmp_path / "ckpt.pt"
     if kind == "truncated":
@@ -79,6 +82,8 @@ def test_unusable_files_are_one_clear_error(kind, tiny_model, meta, tmp_path, ca
         path.write_bytes(data[: len(data) // 2])
     elif kind == "text":
         path.write_text("ROMEO: not a checkpoint")
+    elif kind == "random":
+        path.write_bytes(bytes(torch.randint(256, (1000,), generator=torch.Generator().manual_seed(0)).tolist()))
     elif kind == "not_a_dict":
         torch.save([1, 2, 3], path)
     elif kind == "no_model":
@@ -88,7 +93,106 @@ def test_unusable_files_are_one_clear_error(kind, tiny_model, meta, tmp_path, ca
     with pytest.raises(checkpoint.CheckpointError) as e:
         checkpoint.load(str(path))
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert "weights_only" not in str(e.value)  # PyTorch's advice to load it unsafely is not passed on
     assert "this must never run" not in capsys.readouterr().out
+
+
+def our_checkpoint(model, meta, tmp_path):
+    """The dict checkpoint.save writes, as torch.load reads it back."""
+    checkpoint.save(str(tmp_path / "good.pt"), model, meta)
+    return torch.load(tmp_path / "good.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda c: c["meta"].pop("stoi"), "{path}: meta has no 'stoi'"),
+    (lambda c: c.update(model_args="n_layer=2"), "{path}: model_args is a str, not a dict"),
+    (lambda c: c["model_args"].pop("n_head"), "{path}: model_args has no 'n_head'"),
+    (lambda c: c["model_args"].update(n_head=5), "{path}: n_embd must be a multiple of n_head"),
+    (lambda c: c["model_args"].update(n_layer="2"), "{path}: n_layer must be a positive int"),
+    (lambda c: c["model_args"].update(block_size=0), "{path}: block_size must be a positive int"),
+    (lambda c: c["model_args"].update(bias="yes"), "{path}: bias must be True or False"),
+    (lambda c: c["model_args"].update(dropout=None), "{path}: dropout must be a number in [0, 1)"),
+    (lambda c: c.update(model=[1, 2, 3]), "{path}: 'model' is not a state_dict of tensors"),
+], ids=["meta_without_stoi", "model_args_a_string", "no_n_head", "n_head_5_for_32_channels", "n_layer_a_string",
+        "block_size_0", "bias_a_string", "dropout_none", "model_a_list"])
+def test_malformed_checkpoint_is_one_clear_error(change, fragment, tiny_model, meta, tmp_path):
+    ckpt = our_checkpoint(tiny_model, meta, tmp_path)
+    change(ckpt)
+    path = tmp_path / "ckpt.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load(str(path))
+    assert fragment.format(path=path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_no_model_setting_is_taken_from_a_default(meta, tmp_path):
+    """A 4-head model whose n_head went missing must not load as GPTConfig's default of 6 heads
+    (48 channels divide by both, and the weights have the same shapes)."""
+    ckpt = our_checkpoint(make_tiny_model(n_head=4, n_embd=48), meta, tmp_path)
+    del ckpt["model_args"]["n_head"]
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="model_args has no 'n_head'"):
+        checkpoint.load(str(tmp_path / "ckpt.pt"))
+
+
+def test_the_shipped_checkpoint_loads():
+    model, meta, ckpt = checkpoint.load()
+    assert (model.config.n_layer, model.config.n_embd, meta["vocab_size"]) == (6, 192, 65)
+
+
+def test_save_does_not_follow_a_link_planted_at_the_temporary_name(tiny_model, meta, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    path = tmp_path / "ckpt.pt"
+    os.symlink(victim, str(path) + ".tmp")  # the fixed temporary name checkpoint.save once used
+    checkpoint.save(str(path), tiny_model, meta)
+    assert victim.read_bytes() == b"precious"
+    assert checkpoint.load(str(path))[2]["iter_num"] == 0
+
+
+class MakesAFile:
+    """A pickled object whose loading would create `path`, through os.system or builtins.exec."""
+
+    def __init__(self, path, how):
+        self.path, self.how = str(path), how
+
+    def __reduce__(self):
+        if self.how == "os.system":
+            return os.system, (f"touch {self.path}",)
+        return exec, (f"open({self.path!r}, 'w').close()",)
+
+
+@pytest.mark.parametrize("how", ["os.system", "exec"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["alone", "inside_a_valid_meta"])
+def test_a_meta_pkl_runs_no_code(meta, tmp_path, how, hidden):
+    created = tmp_path / "created"
+    payload = MakesAFile(created, how)
+    write_meta(tmp_path / "meta.pkl", dict(meta, note=payload) if hidden else payload)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.read_meta(str(tmp_path / "meta.pkl"))
+    assert not created.exists()
+    assert "\n" not in str(e.value) and "is not a plain vocabulary" in str(e.value)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"stoi": None}, "stoi must be a dict from single characters to int ids"),
+    ({"vocab_size": "65"}, "vocab_size must be a positive int"),
+    ({"vocab_size": 66}, "itos must be keyed by the ids 0 to vocab_size - 1"),
+    ({"itos": {**{i: c for i, c in enumerate(CHARS)}, 5: "ab"}}, "itos must be a dict from int ids to single"),
+    ({"stoi": {**{c: i for i, c in enumerate(CHARS)}, "a": 0}}, "stoi must be the inverse of itos"),
+    ({"stoi": {c: float(i) for i, c in enumerate(CHARS)}}, "stoi must be a dict from single characters to int"),
+])
+def test_a_malformed_vocabulary_is_one_clear_error(meta, tmp_path, change, fragment):
+    write_meta(tmp_path / "meta.pkl", {**meta, **change})
+    with pytest.raises(checkpoint.CheckpointError, match=re.escape(fragment)):
+        checkpoint.read_meta(str(tmp_path / "meta.pkl"))
+
+
+def test_a_vocabulary_without_stoi(meta, tmp_path):
+    del meta["stoi"]
+    write_meta(tmp_path / "meta.pkl", meta)
+    with pytest.raises(checkpoint.CheckpointError, match="meta.pkl has no 'stoi'"):
+        checkpoint.read_meta(str(tmp_path / "meta.pkl"))
 
 
 def test_weights_that_do_not_fit(tiny_model, meta, tmp_path):

@@ -242,3 +242,20 @@ def test_penalties_are_counted_per_row():
         assert torch.equal(batched[row:row + 1], generate(model, idx[row:row + 1], 20, **kw))
     # and the penalties matter here: without them row 0 decodes differently
     assert not torch.equal(batched[0], generate(model, idx[:1], 20, temperature=0)[0])
+
+
+def test_the_shipped_model_s_cached_logits_are_within_the_stated_bound():
+    """The README and notebook 8 state 2e-5 for the shipped model within block_size (measured 1.6e-5)."""
+    import checkpoint
+
+    model, meta, _ = checkpoint.load()
+    torch.manual_seed(0)
+    seq = torch.randint(0, 65, (1, model.config.block_size))  # (1, 128): any characters
+    cache = model.new_cache(1)
+    gap = 0.0
+    with torch.inference_mode():
+        for t in range(10, seq.size(1) + 1):
+            cached = next_logits(model, seq[:, :t], cache, new=10 if t == 10 else 1)  # (1, V)
+            full = model(seq[:, :t])[0][:, -1]  # (1, V)
+            gap = max(gap, (cached - full).abs().max().item())
+    assert 0 < gap < 2e-5

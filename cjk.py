@@ -1,0 +1,30 @@
+"""
+Chinese in matplotlib figures on any machine: the font shipped in fonts/ (a subset of Noto Sans CJK
+SC, see fonts/README.md), with no system font needed.
+
+    import plots
+    import cjk
+    cjk.use_chinese_font()      # then titles and tick labels such as 小 冬 瓜 draw as characters
+
+The font becomes the first of rcParams["font.family"]; the families already there (by default
+"sans-serif", that is DejaVu Sans) stay behind it, and matplotlib draws each character the font lacks
+(⏎, ...) from the first of them that has it. Text given a family of its own (family="monospace")
+does not use the font.
+"""
+import os
+
+import matplotlib
+from matplotlib import font_manager
+
+FONT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fonts", "NotoSansSC-subset.otf")
+
+
+def use_chinese_font():
+    """Register the shipped font with matplotlib, put its family first in rcParams["font.family"]
+    and return the family name. Calling it again changes nothing."""
+    if not any(entry.fname == FONT for entry in font_manager.fontManager.ttflist):
+        font_manager.fontManager.addfont(FONT)
+    family = font_manager.get_font(FONT).family_name
+    others = [name for name in matplotlib.rcParams["font.family"] if name != family]
+    matplotlib.rcParams["font.family"] = [family] + others
+    return family
