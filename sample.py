@@ -423,7 +423,7 @@ def load_drafter(name, meta, device):
 
 def statistics(rounds, seconds):
     """'412 of 530 drafted characters accepted (77.7%), 2.86 characters per pass of the model, 312 characters/s'"""
-    drafted, accepted = sum(len(r.drafted) for r in rounds), sum(r.accepted for r in rounds)
+    drafted, accepted = sum(len(r.drafted) for r in rounds), sum(r.verdict.accepted for r in rounds)
     made, passes = sum(len(r.tokens) for r in rounds), sum(r.passes for r in rounds)
     return (f"speculative decoding: {accepted} of {drafted} drafted characters accepted "
             f"({accepted / max(drafted, 1):.1%}), {made / max(passes, 1):.2f} characters per pass of the model "
@@ -439,21 +439,21 @@ def print_round(number, r, text, itos, greedy, ending=None):
           f"{len(drafts)} + 1 positions in {passes}")
     print(f"      {'char':<6}{'q(x)':>8}{'p(x)':>8}" + ("" if greedy else f"{'min(1, p/q)':>13}{'u':>8}"))
     for i, x in enumerate(r.drafted.tolist()):
-        q, p = r.q[i, x].item(), r.p[i, x].item()
+        q, p = r.verdict.q[i, x].item(), r.verdict.p[i, x].item()
         line = f"   {i + 1:<3}{visible(itos[x])!r:<6}{q:>8.3f}{p:>8.3f}"
         if not greedy:
-            line += f"{min(1.0, p / q):>13.3f}{r.u[i].item():>8.3f}"
-        if i < r.accepted:
+            line += f"{min(1.0, p / q):>13.3f}{r.verdict.u[i].item():>8.3f}"
+        if i < r.verdict.accepted:
             print(line + "   accepted" + (": the model's argmax too" if greedy else ": u < min(1, p/q)"))
         else:
             print(line + "   rejected" + (": not the model's argmax" if greedy else ": u >= min(1, p/q)"))
             break
-    if len(r.tokens) > r.accepted:
-        chosen = visible(itos[r.tokens[r.accepted].item()])
+    if len(r.tokens) > r.verdict.accepted:
+        chosen = visible(itos[r.tokens[r.verdict.accepted].item()])
         source = ("the model's argmax" if greedy else
-                  f"drawn from the residual norm(max(0, p - q)) at position {r.accepted + 1}"
-                  if r.accepted < len(drafts) else f"drawn from p at position {len(drafts) + 1}")
-        print(f"   {f'all {len(drafts)} accepted; ' if drafts and r.accepted == len(drafts) else ''}"
+                  f"drawn from the residual norm(max(0, p - q)) at position {r.verdict.accepted + 1}"
+                  if r.verdict.accepted < len(drafts) else f"drawn from p at position {len(drafts) + 1}")
+        print(f"   {f'all {len(drafts)} accepted; ' if drafts and r.verdict.accepted == len(drafts) else ''}"
               f"then {chosen!r}, {source}")
     if ending:
         print(f"   the text ends here: {ending}")

@@ -89,6 +89,31 @@ def accept_greedy(logits, drafted):
     return n, int(best[n])
 
 
+class Verdict(NamedTuple):
+    """What verify() decides about one round's drafts."""
+    accepted: int  # the first `accepted` drafts stand
+    token: Optional[int]  # the target's token after them; None where the target has nothing left to draw
+    p: torch.Tensor  # (k + 1, V) the target's distributions p_1 .. p_{k+1}
+    q: torch.Tensor  # (k, V) the drafter's distributions q_1 .. q_k
+    u: Optional[torch.Tensor]  # (k,) the uniform numbers of the acceptance test; None when greedy
+
+
+def verify(p_logits, q_logits, drafted, decoding, generator=None):
+    """The verdict on one round: p_logits (k + 1, V) the target's processed logits at the drafted
+    positions and the one after, q_logits (k, V) the drafter's, drafted (k,) its tokens. Greedy
+    decoding keeps the drafts the target would have chosen (accept_greedy); sampling draws k
+    uniform numbers and applies the rejection rule (accept_or_resample). A position where every
+    token is removed (-inf) ends the text there, as in sampling.stream."""
+    empty = p_logits.amax(dim=-1) == -math.inf  # (k + 1,): every token removed
+    p = F.softmax(p_logits.masked_fill(empty[:, None], 0.0), dim=-1)  # (k + 1, V)
+    q = F.softmax(q_logits, dim=-1)  # (k, V)
+    u = None if decoding.is_greedy else torch.rand(len(drafted), generator=generator, device=p.device)  # (k,)
+    n, token = accept_greedy(p_logits, drafted) if u is None else accept_or_resample(p, q, drafted, u, generator)
+    if empty[:n + 1].any():  # no token at or after the first empty position
+        n, token = int(empty.int().argmax()), None
+    return Verdict(n, token, p, q, u)
+
+
 # ----------------------------------------------------------------------------- the target's windows
 
 def window_start(t, prompt_length, block_size):
@@ -256,7 +281,7 @@ def draft(drafter, run, k, decoding, stages):
     for _ in range(k):
         position = Run(ids, run.prompt_length, run.generator)
         logits = process(drafter.next_logits(ids), position, stages)  # (1, V)
-        if not torch.isfinite(logits).any():
+        if logits.amax() == -math.inf:  # every token removed
             break
         token = decoding.choose(logits, position)  # (1, 1)
         ids = torch.cat((ids, token), dim=1)  # (1, T + 1)
@@ -267,11 +292,12 @@ def draft(drafter, run, k, decoding, stages):
     return torch.cat(tokens), torch.cat(rows)  # (n,), (n, V)
 
 
-def process_rows(logits, ids, first, run, stages):
+def process_rows(logits, ids, first, run, decoding, stages):
     """The stages on the target's logits (n, V), row i predicting ids' index first + i and seeing
-    the context ids[:, :first + i], as sampling.stream would process it. -> (n, V)"""
-    if not stages:
-        return logits
+    the context ids[:, :first + i], as sampling.stream would process it. Only the penalties read
+    the context: without them every row goes through the stages at once. -> (n, V)"""
+    if not decoding.penalties_on:
+        return process(logits, run, stages)  # (n, V)
     return torch.cat([process(logits[i:i + 1], Run(ids[:, :first + i], run.prompt_length, run.generator), stages)
                       for i in range(logits.size(0))])  # (n, V)
 
@@ -279,10 +305,7 @@ def process_rows(logits, ids, first, run, stages):
 class Round(NamedTuple):
     """What speculative_stream() yields for each round."""
     drafted: torch.Tensor  # (k,) the drafter's tokens x_1 .. x_k
-    q: torch.Tensor  # (k, V) the drafter's processed distributions q_1 .. q_k they were drawn from
-    p: torch.Tensor  # (k + 1, V) the target's processed distributions p_1 .. p_{k+1}
-    u: Optional[torch.Tensor]  # (k,) the uniform numbers the acceptance test drew; None when greedy
-    accepted: int  # drafts that stood
+    verdict: Verdict  # how many stood, the target's token, p, q and u
     tokens: torch.Tensor  # (n,) what the round adds to the text: the drafts that stood and the target's token
     finished: bool  # a stop string completed, or the target has nothing left to draw
     passes: int  # forward passes of the target (2 when its window restarts inside the round)
@@ -311,7 +334,7 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
     stages = decoding.stages(stoi)
     stops = [[stoi[c] for c in s] for s in decoding.stop]
     run = decoding.start(idx, generator)
-    verifier = WindowedModel(target, idx.size(1))
+    reader = WindowedModel(target, idx.size(1))
     drafter.reset(idx)
     made = 0
     while made < max_new_tokens:
@@ -319,26 +342,21 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
         drafted, q_logits = draft(drafter, run, min(num_draft_tokens, max_new_tokens - made - 1), decoding, stages)
         k = drafted.size(0)
         ids = torch.cat((run.ids, drafted[None]), dim=1)  # (1, T + k)
-        passes = verifier.passes
-        p_logits = process_rows(verifier.logits(ids, T), ids, T, run, stages)  # (k + 1, V)
-        empty = ~torch.isfinite(p_logits).any(dim=-1)  # (k + 1,): the target has nothing left to draw there
-        p = F.softmax(p_logits.masked_fill(empty[:, None], 0.0), dim=-1)  # (k + 1, V)
-        q = F.softmax(q_logits, dim=-1)  # (k, V)
-        u = None if decoding.is_greedy else torch.rand(k, generator=generator, device=p.device)  # (k,)
-        n, token = accept_greedy(p_logits, drafted) if u is None else accept_or_resample(p, q, drafted, u, generator)
-        if empty[:n + 1].any():  # the text ends where the target has nothing left to draw
-            n, token = int(empty.int().argmax()), None
-        tokens = torch.cat((drafted[:n], drafted.new_tensor([] if token is None else [token])))  # (n + 1,) or (n,)
-        finished = token is None
+        passes = reader.passes
+        p_logits = process_rows(reader.logits(ids, T), ids, T, run, decoding, stages)  # (k + 1, V)
+        verdict = verify(p_logits, q_logits, drafted, decoding, generator)
+        n = verdict.accepted
+        tokens = torch.cat((drafted[:n], drafted.new_tensor([] if verdict.token is None else [verdict.token])))
+        finished = verdict.token is None
         for i in range(len(tokens) if stops else 0):
             if ends_with(torch.cat((run.ids, tokens[None, :i + 1]), dim=1), stops, run.prompt_length)[0]:
                 tokens, finished = tokens[:i + 1], True
                 break
         run.ids = torch.cat((run.ids, tokens[None]), dim=1)  # (1, T + n + 1)
         made += len(tokens)
-        verifier.rollback(T + n)
+        reader.rollback(T + n)
         drafter.rollback(T + n)
-        yield Round(drafted, q, p, u, n, tokens, finished, verifier.passes - passes)
+        yield Round(drafted, verdict, tokens, finished, reader.passes - passes)
         if finished:
             return
 

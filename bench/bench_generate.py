@@ -150,7 +150,7 @@ def hf_job(hf, prompt, n, decoding, assistant=None, seed=0):
 
 def round_statistics(rounds):
     """(acceptance rate, characters per pass of the target) of a run's rounds."""
-    drafted, accepted = sum(len(r.drafted) for r in rounds), sum(r.accepted for r in rounds)
+    drafted, accepted = sum(len(r.drafted) for r in rounds), sum(r.verdict.accepted for r in rounds)
     return accepted / max(drafted, 1), sum(len(r.tokens) for r in rounds) / sum(r.passes for r in rounds)
 
 

@@ -50,6 +50,7 @@ You are all resolved rather to die than to famish?
 All:
 Resolved. resolved.
 """  # a few lines of Tiny Shakespeare: the n-gram table of the tests
+DRAWS = 20_000  # texts of the chi-square test
 PENALTIES = dict(repetition_penalty=1.3, frequency_penalty=0.5, no_repeat_ngram_size=4, dry_multiplier=0.8)
 
 
@@ -142,7 +143,7 @@ def test_greedy_is_plain_greedy_past_block_size(kind, k, penalties):
     expected = sampling.generate(target, idx, 60, decoding, stoi=STOI)
     ours, rounds = rounds_of(target, drafter_for(kind, target, idx), idx, 60, decoding, k)
     assert torch.equal(ours, expected)
-    accepted, drafted = sum(r.accepted for r in rounds), sum(len(r.drafted) for r in rounds)
+    accepted, drafted = sum(r.verdict.accepted for r in rounds), sum(len(r.drafted) for r in rounds)
     assert 0 < accepted < drafted  # drafts stood and drafts fell
     assert sum(r.passes for r in rounds) > len(rounds)  # some rounds were split at a restart
 
@@ -152,7 +153,7 @@ def test_a_drafter_equal_to_the_target_is_always_right():
     idx = prompt(B=1, T=20, seed=1)
     ours, rounds = rounds_of(target, ModelDrafter(target), idx, 60, Decoding(temperature=0), 4)
     assert torch.equal(ours, sampling.generate(target, idx, 60, temperature=0))
-    assert all(r.accepted == len(r.drafted) for r in rounds)
+    assert all(r.verdict.accepted == len(r.drafted) for r in rounds)
     assert [len(r.tokens) for r in rounds] == [5] * 12  # 4 drafts and the target's token, 12 times
 
 
@@ -231,7 +232,7 @@ def test_a_stop_string_in_the_middle_of_a_round_ends_the_text_there():
     expected = [s.ids[0, 0].item() for s in sampling.stream(target, idx, 12, decoding, stoi=STOI)]
     ours, rounds = rounds_of(target, ModelDrafter(target), idx, 12, decoding, 4)
     assert ours[0, 6:].tolist() == expected == plain[:8]
-    assert [len(r.tokens) for r in rounds] == [5, 3] and rounds[-1].finished and rounds[-1].accepted == 4
+    assert [len(r.tokens) for r in rounds] == [5, 3] and rounds[-1].finished and rounds[-1].verdict.accepted == 4
 
 
 def test_the_same_seed_gives_the_same_text():
@@ -286,7 +287,7 @@ def test_after_a_rejection_both_caches_hold_the_accepted_tokens(monkeypatch):
     text, rejections = idx.size(1), 0
     for r in speculative_stream(target, drafter, idx, 12, Decoding(), 4, torch.Generator().manual_seed(0)):
         text += len(r.tokens)
-        if r.accepted < len(r.drafted):
+        if r.verdict.accepted < len(r.drafted):
             rejections += 1
             (target_cache,), drafter_cache = made, drafter.reader.cache
             assert target_cache.length == drafter_cache.length == text - 1
@@ -391,30 +392,31 @@ def shipped():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("kind, settings", [("model", {}), ("ngram", dict(temperature=0.8, top_k=12, repetition_penalty=1.2))])
+@pytest.mark.parametrize("kind, settings", [("model", {}),
+                                            ("ngram", dict(temperature=0.8, top_k=12))])
 def test_the_first_two_characters_have_the_target_distribution(shipped, kind, settings):
-    """20,000 texts of three characters after '\\nAnd Nero ', drafted two at a time: the first two
-    characters pass a chi-square test against p(c1) p(c2 | c1), computed exactly from the target."""
-    target, draft = shipped
+    """DRAWS texts of two characters after '\\nAnd Nero ' by speculative_stream (the models
+    remembered by window, so that each window is computed once): the counts of the two characters
+    pass a chi-square test against p(c1) p(c2 | c1), both computed from the target alone."""
+    target, draft_model = shipped
     decoding = Decoding(**settings)
     stages = decoding.stages(STOI)
     idx = torch.tensor([checkpoint.encode("\nAnd Nero ", STOI)])  # (1, 10)
-    run = sampling.Run(idx, idx.size(1))
-    first = F.softmax(sampling.process(target(idx)[0][:, -1], run, stages), dim=-1)[0]  # (V,)
+    first = F.softmax(sampling.process(target(idx)[0][:, -1], sampling.Run(idx, 10), stages), dim=-1)[0]  # (V,)
     both = torch.cat((idx.repeat(65, 1), torch.arange(65)[:, None]), dim=1)  # (V, 11): every first character
-    second = F.softmax(sampling.process(target(both)[0][:, -1], sampling.Run(both, idx.size(1)), stages), dim=-1)
-    expected = (first[:, None] * second).flatten().double() * 20_000  # (V * V,), cell c1 * V + c2
+    second = F.softmax(sampling.process(target(both)[0][:, -1], sampling.Run(both, 10), stages), dim=-1)  # (V, V)
+    expected = (first[:, None] * second).flatten().double() * DRAWS  # (V * V,), cell c1 * V + c2
 
-    drafter = ModelDrafter(Remembered(draft)) if kind == "model" else NgramDrafter(TEXT, STOI, order=6)
+    drafter = ModelDrafter(Remembered(draft_model)) if kind == "model" else NgramDrafter(TEXT, STOI)
     remembered, generator = Remembered(target), torch.Generator().manual_seed(0)
     observed, drafted, accepted = torch.zeros(65 * 65, dtype=torch.float64), 0, 0
-    for _ in range(20_000):
-        rounds = list(speculative_stream(remembered, drafter, idx, 3, decoding, 2, generator, STOI))
-        c1, c2 = torch.cat([r.tokens for r in rounds])[:2].tolist()
+    for _ in range(DRAWS):
+        rounds = list(speculative_stream(remembered, drafter, idx, 2, decoding, 2, generator, STOI))
+        c1, c2 = torch.cat([r.tokens for r in rounds]).tolist()
         observed[c1 * 65 + c2] += 1
         drafted += sum(len(r.drafted) for r in rounds)
-        accepted += sum(r.accepted for r in rounds)
-    assert 0.1 < accepted / drafted < 0.9  # both branches of the rule were taken many times
+        accepted += sum(r.verdict.accepted for r in rounds)
+    assert 0.1 < accepted / drafted < 0.9  # drafts stood and fell many times: both branches of the rule
     assert chi_square_p_value(observed, expected) > 1e-3
 
 
@@ -428,7 +430,8 @@ def ckpts(tmp_path_factory):
     paths = {name: str(folder / f"{name}.pt") for name in ("target", "draft", "foreign")}
     checkpoint.save(paths["target"], target, META)
     checkpoint.save(paths["draft"], first_layer(target), META)
-    foreign = {"vocab_size": 65, "stoi": {c: i for i, c in ITOS.items()}, "itos": {i: c for i, c in enumerate(reversed(ITOS.values()))}}
+    backwards = "".join(reversed(ITOS.values()))  # the same characters, other ids
+    foreign = {"vocab_size": 65, "stoi": {c: i for i, c in enumerate(backwards)}, "itos": dict(enumerate(backwards))}
     checkpoint.save(paths["foreign"], first_layer(target), foreign)
     return paths
 
