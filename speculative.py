@@ -31,21 +31,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sampling import Decoding, Run, ends_with, greedy, process
+from sampling import Decoding, Run, ends_with, process
 
 TRAINING_TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare_char", "input.txt")
 TRAIN_FRACTION = 0.9  # prepare.py's split: the first 90% of input.txt is train.bin
 
 
 # ----------------------------------------------------------------------------- the rule
+# Every function below takes any number of independent rounds at once, as leading dimensions (...):
+# the decode loop passes one round, a test can pass thousands.
 
 def acceptance_probability(p, q, drafted):
     """min(1, p(x) / q(x)) for each drafted token x: the chance that it stands.
 
-    p, q: (k, V) probabilities; drafted: (k,) ids, each drawn from its row of q, so q(x) > 0.
-    A token the drafter over-rates (q(x) > p(x)) is kept only in the proportion p(x) / q(x). -> (k,)"""
-    rows = drafted[:, None]  # (k, 1)
-    return (p.gather(1, rows) / q.gather(1, rows))[:, 0].clamp(max=1.0)  # (k,)
+    p, q: (..., k, V) probabilities; drafted: (..., k) ids, each drawn from its row of q, so q(x) > 0.
+    A token the drafter over-rates (q(x) > p(x)) is kept only in the proportion p(x) / q(x). -> (..., k)"""
+    x = drafted[..., None]  # (..., k, 1)
+    return (p.gather(-1, x) / q.gather(-1, x))[..., 0].clamp(max=1.0)  # (..., k)
 
 
 def residual(p, q):
@@ -58,60 +60,68 @@ def residual(p, q):
         P(y) = q(y) min(1, p(y) / q(y)) + (1 - beta) max(0, p(y) - q(y)) / (1 - beta)
              = min(p(y), q(y)) + max(0, p(y) - q(y)) = p(y).
 
-    When p = q nothing is left to redistribute and a rejection cannot happen: p is returned."""
+    When p = q nothing is left to redistribute and a rejection cannot happen: p is returned. After
+    the last draft nothing was drafted, q = 0, and the residual is p itself."""
     excess = (p - q).clamp(min=0)  # (..., V)
     total = excess.sum(dim=-1, keepdim=True)  # (..., 1)
     return torch.where(total > 0, excess / total.clamp(min=torch.finfo(p.dtype).tiny), p)
+
+
+def at(rows, n):
+    """rows[..., n, :]: the row each round's n (...,) points at. rows (..., m, V) -> (..., V)"""
+    return rows.gather(-2, n[..., None, None].expand(*n.shape, 1, rows.size(-1)))[..., 0, :]
 
 
 def accept_or_resample(p, q, drafted, u, generator=None):
     """The verification step of speculative sampling (Leviathan et al. 2023, Algorithm 1; Chen et
     al. 2023, Algorithm 2): draft i stands when u_i < min(1, p_i(x_i) / q_i(x_i)), and the first
     one that fails ends the round with a token drawn from residual(p_i, q_i); when all k stand,
-    one more token comes from p_{k+1}.
+    one more token comes from p_{k+1} (the residual against q_{k+1} = 0: nothing was drafted there).
 
-    p: (k + 1, V) the target's probabilities at the k drafted positions and the one after them;
-    q: (k, V) the drafter's; drafted: (k,) ids; u: (k,) uniform numbers in [0, 1).
-    Returns (n, token): the first n drafts stand, and `token` follows them."""
-    k = drafted.size(0)
-    stands = u < acceptance_probability(p[:k], q, drafted)  # (k,)
-    n = int(stands.cumprod(dim=0).sum())  # drafts before the first rejection
-    last = residual(p[n], q[n]) if n < k else p[k]  # (V,)
-    return n, int(torch.multinomial(last, 1, generator=generator))
+    p: (..., k + 1, V) the target's probabilities at the k drafted positions and the one after them;
+    q: (..., k, V) the drafter's; drafted: (..., k) ids; u: (..., k) uniform numbers in [0, 1).
+    Returns (n, token), both (...,): the first n drafts stand, and `token` follows them."""
+    k = drafted.size(-1)
+    stands = u < acceptance_probability(p[..., :k, :], q, drafted)  # (..., k)
+    n = stands.int().cumprod(dim=-1).sum(dim=-1)  # (...,): drafts before the first rejection
+    q = torch.cat((q, torch.zeros_like(p[..., :1, :])), dim=-2)  # (..., k + 1, V)
+    last = residual(at(p, n), at(q, n))  # (..., V)
+    token = torch.multinomial(last.reshape(-1, last.size(-1)), 1, generator=generator)  # (rounds, 1)
+    return n, token.view(n.shape)
 
 
 def accept_greedy(logits, drafted):
     """Greedy verification: the drafts stand while each is the target's argmax (ties: the lowest
-    id), and the target's argmax follows them. logits: (k + 1, V) the target's processed logits;
-    drafted: (k,) ids. Returns (n, token)."""
-    best = greedy(logits)[:, 0]  # (k + 1,)
-    n = int((best[:-1] == drafted).cumprod(dim=0).sum())
-    return n, int(best[n])
+    id), and the target's argmax follows them. logits: (..., k + 1, V) the target's processed
+    logits; drafted: (..., k) ids. Returns (n, token), both (...,)."""
+    best = logits.argmax(dim=-1)  # (..., k + 1): the first of equal maxima, as sampling.greedy
+    n = (best[..., :-1] == drafted).int().cumprod(dim=-1).sum(dim=-1)  # (...,)
+    return n, best.gather(-1, n[..., None])[..., 0]
 
 
 class Verdict(NamedTuple):
-    """What verify() decides about one round's drafts."""
-    accepted: int  # the first `accepted` drafts stand
-    token: Optional[int]  # the target's token after them; None where the target has nothing left to draw
-    p: torch.Tensor  # (k + 1, V) the target's distributions p_1 .. p_{k+1}
-    q: torch.Tensor  # (k, V) the drafter's distributions q_1 .. q_k
-    u: Optional[torch.Tensor]  # (k,) the uniform numbers of the acceptance test; None when greedy
+    """What verify() decides about a round's drafts, (...,) one per round."""
+    accepted: torch.Tensor  # (...,) the first `accepted` drafts stand
+    token: torch.Tensor  # (...,) the target's token after them; -1 where it has nothing left to draw
+    p: torch.Tensor  # (..., k + 1, V) the target's distributions p_1 .. p_{k+1}
+    q: torch.Tensor  # (..., k, V) the drafter's distributions q_1 .. q_k
+    u: Optional[torch.Tensor]  # (..., k) the uniform numbers of the acceptance test; None when greedy
 
 
 def verify(p_logits, q_logits, drafted, decoding, generator=None):
-    """The verdict on one round: p_logits (k + 1, V) the target's processed logits at the drafted
-    positions and the one after, q_logits (k, V) the drafter's, drafted (k,) its tokens. Greedy
-    decoding keeps the drafts the target would have chosen (accept_greedy); sampling draws k
-    uniform numbers and applies the rejection rule (accept_or_resample). A position where every
+    """The verdict on a round: p_logits (..., k + 1, V) the target's processed logits at the drafted
+    positions and the one after, q_logits (..., k, V) the drafter's, drafted (..., k) its tokens.
+    Greedy decoding keeps the drafts the target would have chosen (accept_greedy); sampling draws
+    k uniform numbers and applies the rejection rule (accept_or_resample). A position where every
     token is removed (-inf) ends the text there, as in sampling.stream."""
-    empty = p_logits.amax(dim=-1) == -math.inf  # (k + 1,): every token removed
-    p = F.softmax(p_logits.masked_fill(empty[:, None], 0.0), dim=-1)  # (k + 1, V)
-    q = F.softmax(q_logits, dim=-1)  # (k, V)
-    u = None if decoding.is_greedy else torch.rand(len(drafted), generator=generator, device=p.device)  # (k,)
+    empty = p_logits.amax(dim=-1) == -math.inf  # (..., k + 1): every token removed
+    p = F.softmax(p_logits.masked_fill(empty[..., None], 0.0), dim=-1)  # (..., k + 1, V)
+    q = F.softmax(q_logits, dim=-1).reshape(*drafted.shape, p.size(-1))  # (..., k, V), also when k = 0
+    u = None if decoding.is_greedy else torch.rand(drafted.shape, generator=generator, device=p.device)  # (..., k)
     n, token = accept_greedy(p_logits, drafted) if u is None else accept_or_resample(p, q, drafted, u, generator)
-    if empty[:n + 1].any():  # no token at or after the first empty position
-        n, token = int(empty.int().argmax()), None
-    return Verdict(n, token, p, q, u)
+    first_empty = torch.where(empty.any(dim=-1), empty.int().argmax(dim=-1), empty.size(-1))  # (...,)
+    ends = first_empty <= n  # (...,): no token at or after the first empty position
+    return Verdict(torch.minimum(n, first_empty), token.masked_fill(ends, -1), p, q, u)
 
 
 # ----------------------------------------------------------------------------- the target's windows
@@ -288,7 +298,7 @@ def draft(drafter, run, k, decoding, stages):
         tokens.append(token[0])
         rows.append(logits)
     if not tokens:  # the round is then one step of plain decoding
-        return run.ids.new_zeros(0), torch.zeros(0, 0, device=run.ids.device)
+        return run.ids.new_zeros(0), torch.zeros(0, 0, device=run.ids.device)  # (0,), (0, 0)
     return torch.cat(tokens), torch.cat(rows)  # (n,), (n, V)
 
 
@@ -340,14 +350,12 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
     while made < max_new_tokens:
         T = run.ids.size(1)
         drafted, q_logits = draft(drafter, run, min(num_draft_tokens, max_new_tokens - made - 1), decoding, stages)
-        k = drafted.size(0)
         ids = torch.cat((run.ids, drafted[None]), dim=1)  # (1, T + k)
         passes = reader.passes
         p_logits = process_rows(reader.logits(ids, T), ids, T, run, decoding, stages)  # (k + 1, V)
         verdict = verify(p_logits, q_logits, drafted, decoding, generator)
-        n = verdict.accepted
-        tokens = torch.cat((drafted[:n], drafted.new_tensor([] if verdict.token is None else [verdict.token])))
-        finished = verdict.token is None
+        n, finished = int(verdict.accepted), bool(verdict.token < 0)
+        tokens = torch.cat((drafted[:n], verdict.token[None]))[:n + (not finished)]  # (n + 1,), or (n,) at the end
         for i in range(len(tokens) if stops else 0):
             if ends_with(torch.cat((run.ids, tokens[None, :i + 1]), dim=1), stops, run.prompt_length)[0]:
                 tokens, finished = tokens[:i + 1], True

@@ -29,10 +29,12 @@ from speculative import (
     accept_greedy,
     accept_or_resample,
     acceptance_probability,
+    draft,
     ngram_counts,
     residual,
     speculative_generate,
     speculative_stream,
+    verify,
     window_start,
 )
 from test_sampling import hf_copy, prompt
@@ -203,19 +205,29 @@ def test_accept_or_resample_follows_the_uniform_numbers():
     p = torch.tensor([[0.6, 0.4, 0.0], [0.0, 0.4, 0.6], [0.8, 0.0, 0.2], [0.0, 0.0, 1.0]])
     drafted = torch.tensor([0, 1, 2])
     torch.testing.assert_close(acceptance_probability(p[:3], q, drafted), torch.tensor([1.0, 0.5, 0.25]))
+
+    def verdict(*u):
+        return tuple(int(x) for x in accept_or_resample(p, q, drafted, torch.tensor(u)))
+
     # rejected at the second: residual norm(max(0, (0, 0.4, 0.6) - (0, 0.8, 0.2))) = token 2 alone
-    assert accept_or_resample(p, q, drafted, torch.tensor([0.99, 0.5, 0.0])) == (1, 2)
+    assert verdict(0.99, 0.5, 0.0) == (1, 2)
     # rejected at the third: residual of (0.8, 0, 0.2) - (0, 0.2, 0.8) = token 0 alone
-    assert accept_or_resample(p, q, drafted, torch.tensor([0.99, 0.49, 0.25])) == (2, 0)
+    assert verdict(0.99, 0.49, 0.25) == (2, 0)
     # all three stand: one more token from p_4 = token 2
-    assert accept_or_resample(p, q, drafted, torch.tensor([0.99, 0.49, 0.24])) == (3, 2)
+    assert verdict(0.99, 0.49, 0.24) == (3, 2)
+    # the same three rounds at once, as rows of a batch
+    n, token = accept_or_resample(p.expand(3, 4, 3), q.expand(3, 3, 3), drafted.expand(3, 3),
+                                  torch.tensor([[0.99, 0.5, 0.0], [0.99, 0.49, 0.25], [0.99, 0.49, 0.24]]))
+    assert n.tolist() == [1, 2, 3] and token.tolist() == [2, 0, 2]
 
 
 def test_accept_greedy_by_hand():
     logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 3.0], [0.0, 0.0, 1.0]])  # argmaxes 1, 0 (tie), 2
-    assert accept_greedy(logits, torch.tensor([1, 2])) == (1, 0)
-    assert accept_greedy(logits, torch.tensor([1, 0])) == (2, 2)
-    assert accept_greedy(logits, torch.tensor([0, 0])) == (0, 1)
+
+    def verdict(*drafted):
+        return tuple(int(x) for x in accept_greedy(logits, torch.tensor(drafted)))
+
+    assert verdict(1, 2) == (1, 0) and verdict(1, 0) == (2, 2) and verdict(0, 0) == (0, 1)
 
 
 # ----------------------------------------------------------------------------- stop strings, seeds, refusals
@@ -386,37 +398,46 @@ def chi_square_p_value(observed, expected, smallest=5.0):
 @pytest.fixture(scope="module")
 def shipped():
     target, meta, _ = checkpoint.load(checkpoint.DEFAULT_CKPT)
-    draft, draft_meta, _ = checkpoint.load(os.path.join(ROOT, "checkpoints", "draft.pt"))
+    draft_model, draft_meta, _ = checkpoint.load(os.path.join(ROOT, "checkpoints", "draft.pt"))
     assert draft_meta["itos"] == meta["itos"] == ITOS
-    return target, draft
+    return target, draft_model
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("kind, settings", [("model", {}),
-                                            ("ngram", dict(temperature=0.8, top_k=12))])
+@pytest.mark.parametrize("kind, settings", [("model", {}), ("ngram", dict(temperature=0.8, top_k=12))])
 def test_the_first_two_characters_have_the_target_distribution(shipped, kind, settings):
-    """DRAWS texts of two characters after '\\nAnd Nero ' by speculative_stream (the models
-    remembered by window, so that each window is computed once): the counts of the two characters
-    pass a chi-square test against p(c1) p(c2 | c1), both computed from the target alone."""
+    """DRAWS texts of two characters after '\\nAnd Nero ', made as speculative_stream makes them with
+    max_new_tokens=2: the drafter proposes one character (draft()), verify() keeps it or resamples
+    it against the target's processed distributions, and where that leaves one character, a round
+    with nothing to draft adds the second. The target's distributions are computed exactly, and
+    verify() takes all the rounds at once (its leading dimension). The counts pass a chi-square
+    test against p(c1) p(c2 | c1), from the target alone."""
     target, draft_model = shipped
     decoding = Decoding(**settings)
     stages = decoding.stages(STOI)
     idx = torch.tensor([checkpoint.encode("\nAnd Nero ", STOI)])  # (1, 10)
-    first = F.softmax(sampling.process(target(idx)[0][:, -1], sampling.Run(idx, 10), stages), dim=-1)[0]  # (V,)
-    both = torch.cat((idx.repeat(65, 1), torch.arange(65)[:, None]), dim=1)  # (V, 11): every first character
-    second = F.softmax(sampling.process(target(both)[0][:, -1], sampling.Run(both, 10), stages), dim=-1)  # (V, V)
-    expected = (first[:, None] * second).flatten().double() * DRAWS  # (V * V,), cell c1 * V + c2
+    z1 = sampling.process(target(idx)[0][:, -1], sampling.Run(idx, 10), stages)  # (1, V): the first character's logits
+    both = torch.cat((idx.repeat(65, 1), torch.arange(65)[:, None]), dim=1)  # (V, 11): after every first character
+    z2 = sampling.process(target(both)[0][:, -1], sampling.Run(both, 10), stages)  # (V, V): the second's
+    expected = (F.softmax(z1, dim=-1)[0, :, None] * F.softmax(z2, dim=-1)).flatten().double() * DRAWS  # (V * V,)
 
     drafter = ModelDrafter(Remembered(draft_model)) if kind == "model" else NgramDrafter(TEXT, STOI)
-    remembered, generator = Remembered(target), torch.Generator().manual_seed(0)
-    observed, drafted, accepted = torch.zeros(65 * 65, dtype=torch.float64), 0, 0
-    for _ in range(DRAWS):
-        rounds = list(speculative_stream(remembered, drafter, idx, 2, decoding, 2, generator, STOI))
-        c1, c2 = torch.cat([r.tokens for r in rounds]).tolist()
-        observed[c1 * 65 + c2] += 1
-        drafted += sum(len(r.drafted) for r in rounds)
-        accepted += sum(r.verdict.accepted for r in rounds)
-    assert 0.1 < accepted / drafted < 0.9  # drafts stood and fell many times: both branches of the rule
+    generator = torch.Generator().manual_seed(0)
+    run = decoding.start(idx, generator)
+    proposals = []
+    for _ in range(DRAWS):  # a new text each time: the drafter proposes the first character
+        drafter.reset(idx)
+        proposals.append(draft(drafter, run, 1, decoding, stages))
+    drafted = torch.stack([x for x, _ in proposals])  # (N, 1)
+    q_logits = torch.stack([q for _, q in proposals])  # (N, 1, V)
+    p_logits = torch.stack((z1.expand(DRAWS, -1), z2[drafted[:, 0]]), dim=1)  # (N, 2, V): p_1, and p_2 after x_1
+    first = verify(p_logits, q_logits, drafted, decoding, generator)
+    c1 = torch.where(first.accepted == 1, drafted[:, 0], first.token)  # (N,)
+    nothing = torch.zeros(DRAWS, 0, dtype=torch.long)  # (N, 0): the second round has one character to make
+    second = verify(z2[c1][:, None], torch.zeros(DRAWS, 0, 65), nothing, decoding, generator)
+    c2 = torch.where(first.accepted == 1, first.token, second.token)  # (N,)
+    observed = torch.bincount(c1 * 65 + c2, minlength=65 * 65).double()  # (V * V,)
+    assert 0.1 < first.accepted.float().mean() < 0.9  # drafts stood and fell many times: both branches of the rule
     assert chi_square_p_value(observed, expected) > 1e-3
 
 
