@@ -114,14 +114,18 @@ def verify(p_logits, q_logits, drafted, decoding, generator=None):
     Greedy decoding keeps the drafts the target would have chosen (accept_greedy); sampling draws
     k uniform numbers and applies the rejection rule (accept_or_resample). A position where every
     token is removed (-inf) ends the text there, as in sampling.stream."""
-    empty = p_logits.amax(dim=-1) == -math.inf  # (..., k + 1): every token removed
-    p = F.softmax(p_logits.masked_fill(empty[..., None], 0.0), dim=-1)  # (..., k + 1, V)
+    empty = p_logits.amax(dim=-1) == -math.inf  # (..., k + 1): every token removed (only a penalty can)
+    some_empty = bool(empty.any())
+    if some_empty:
+        p_logits = p_logits.masked_fill(empty[..., None], 0.0)  # any finite row: its token is cut below
+    p = F.softmax(p_logits, dim=-1)  # (..., k + 1, V)
     q = F.softmax(q_logits, dim=-1).reshape(*drafted.shape, p.size(-1))  # (..., k, V), also when k = 0
     u = None if decoding.is_greedy else torch.rand(drafted.shape, generator=generator, device=p.device)  # (..., k)
     n, token = accept_greedy(p_logits, drafted) if u is None else accept_or_resample(p, q, drafted, u, generator)
-    first_empty = torch.where(empty.any(dim=-1), empty.int().argmax(dim=-1), empty.size(-1))  # (...,)
-    ends = first_empty <= n  # (...,): no token at or after the first empty position
-    return Verdict(torch.minimum(n, first_empty), token.masked_fill(ends, -1), p, q, u)
+    if some_empty:  # no token at or after the first empty position
+        first_empty = torch.where(empty.any(dim=-1), empty.int().argmax(dim=-1), empty.size(-1))  # (...,)
+        n, token = torch.minimum(n, first_empty), token.masked_fill(first_empty <= n, -1)
+    return Verdict(n, token, p, q, u)
 
 
 # ----------------------------------------------------------------------------- the target's windows
@@ -291,7 +295,7 @@ def draft(drafter, run, k, decoding, stages):
     for _ in range(k):
         position = Run(ids, run.prompt_length, run.generator)
         logits = process(drafter.next_logits(ids), position, stages)  # (1, V)
-        if logits.amax() == -math.inf:  # every token removed
+        if stages and logits.amax() == -math.inf:  # a penalty removed every token
             break
         token = decoding.choose(logits, position)  # (1, 1)
         ids = torch.cat((ids, token), dim=1)  # (1, T + 1)
