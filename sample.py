@@ -423,8 +423,7 @@ def load_drafter(name, meta, device):
 
 def statistics(rounds, seconds):
     """'412 of 530 drafted characters accepted (77.7%), 2.86 characters per pass of the model, 312 characters/s'"""
-    drafted, accepted = sum(len(r.drafted) for r in rounds), sum(r.verdict.accepted for r in rounds)
-    made, passes = sum(len(r.tokens) for r in rounds), sum(r.passes for r in rounds)
+    drafted, accepted, made, passes = speculative.tally(rounds)
     return (f"speculative decoding: {accepted} of {drafted} drafted characters accepted "
             f"({accepted / max(drafted, 1):.1%}), {made / max(passes, 1):.2f} characters per pass of the model "
             f"({passes} passes), {made / max(seconds, 1e-9):.0f} characters/s")
@@ -433,7 +432,7 @@ def statistics(rounds, seconds):
 def print_round(number, r, text, itos, greedy, ending=None):
     """One round in detail: the drafts with q(x) and p(x), which stood, and the model's character;
     `ending` says why the text ends in this round, if it does."""
-    drafts = checkpoint.decode(r.drafted, itos)
+    drafts, accepted = checkpoint.decode(r.drafted, itos), int(r.verdict.accepted)
     passes = "one pass" if r.passes == 1 else f"{r.passes} passes (its window restarts in this round)"
     print(f"\nround {number}: the drafter proposes {visible(drafts)!r}, the model checks "
           f"{len(drafts)} + 1 positions in {passes}")
@@ -443,17 +442,17 @@ def print_round(number, r, text, itos, greedy, ending=None):
         line = f"   {i + 1:<3}{visible(itos[x])!r:<6}{q:>8.3f}{p:>8.3f}"
         if not greedy:
             line += f"{min(1.0, p / q):>13.3f}{r.verdict.u[i].item():>8.3f}"
-        if i < r.verdict.accepted:
+        if i < accepted:
             print(line + "   accepted" + (": the model's argmax too" if greedy else ": u < min(1, p/q)"))
         else:
             print(line + "   rejected" + (": not the model's argmax" if greedy else ": u >= min(1, p/q)"))
             break
-    if len(r.tokens) > r.verdict.accepted:
-        chosen = visible(itos[r.tokens[r.verdict.accepted].item()])
+    if len(r.tokens) > accepted:
+        chosen = visible(itos[r.tokens[accepted].item()])
         source = ("the model's argmax" if greedy else
-                  f"drawn from the residual norm(max(0, p - q)) at position {r.verdict.accepted + 1}"
-                  if r.verdict.accepted < len(drafts) else f"drawn from p at position {len(drafts) + 1}")
-        print(f"   {f'all {len(drafts)} accepted; ' if drafts and r.verdict.accepted == len(drafts) else ''}"
+                  f"drawn from the residual norm(max(0, p - q)) at position {accepted + 1}"
+                  if accepted < len(drafts) else f"drawn from p at position {len(drafts) + 1}")
+        print(f"   {f'all {len(drafts)} accepted; ' if drafts and accepted == len(drafts) else ''}"
               f"then {chosen!r}, {source}")
     if ending:
         print(f"   the text ends here: {ending}")

@@ -373,6 +373,14 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
             return
 
 
+def tally(rounds):
+    """(drafted, accepted, tokens, passes): the rounds' drafts, the drafts that stood, the tokens
+    added and the target's forward passes. accepted / drafted is the acceptance rate, tokens /
+    passes the characters each pass of the target buys."""
+    return (sum(len(r.drafted) for r in rounds), sum(int(r.verdict.accepted) for r in rounds),
+            sum(len(r.tokens) for r in rounds), sum(r.passes for r in rounds))
+
+
 def speculative_generate(target, drafter, idx, max_new_tokens, decoding=Decoding(), num_draft_tokens=4,
                          generator=None, stoi=None):
     """idx (1, T) extended by speculative decoding: (1, T + n), n = max_new_tokens unless a stop

@@ -148,12 +148,6 @@ def hf_job(hf, prompt, n, decoding, assistant=None, seed=0):
     return job
 
 
-def round_statistics(rounds):
-    """(acceptance rate, characters per pass of the target) of a run's rounds."""
-    drafted, accepted = sum(len(r.drafted) for r in rounds), sum(r.verdict.accepted for r in rounds)
-    return accepted / max(drafted, 1), sum(len(r.tokens) for r in rounds) / sum(r.passes for r in rounds)
-
-
 def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
     """Plain cached decoding against each drafter at each k, n tokens: prints the table, returns
     {(drafter, k): tokens/s} and the plain tokens/s."""
@@ -167,7 +161,8 @@ def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
     rates = {}
     for (name, k), (seconds, rounds) in best.items():
         if name != "plain":
-            acceptance, per_pass = round_statistics(rounds)
+            drafted, accepted, made, passes = speculative.tally(rounds)
+            acceptance, per_pass = accepted / max(drafted, 1), made / passes
             rates[name, k] = n / seconds
             print(f"{name:<14}{k:>3}{acceptance:>10.1%}{per_pass:>12.2f}{n / seconds:>8.0f}{n / seconds / plain:>9.2f}x")
     return rates, plain
