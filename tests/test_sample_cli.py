@@ -316,6 +316,7 @@ def test_missing_or_corrupt_checkpoint(tmp_path, capsys, content):
 
 def test_meta_that_does_not_match(ckpt, meta, tmp_path, capsys):
     meta["itos"] = {i: c for i, c in enumerate(reversed(list(meta["itos"].values())))}
+    meta["stoi"] = {c: i for i, c in meta["itos"].items()}
     with open(tmp_path / "meta.pkl", "wb") as f:
         pickle.dump(meta, f)
     status, line = failure(capsys, "--ckpt", ckpt, "--meta", str(tmp_path / "meta.pkl"))
