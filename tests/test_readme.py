@@ -28,3 +28,23 @@ def test_every_file_the_layout_names_exists():
     assert names, layout
     for name in names:
         assert os.path.exists(os.path.join(ROOT, name)), f"the README's layout names {name}, which does not exist"
+
+
+def test_the_study_section_is_generated_from_the_committed_results():
+    """python study.py writes docs/study.csv and this section from it; a claim the numbers no longer
+    support makes readme_section raise."""
+    import study
+
+    start, end = README.index(study.README_BEGIN), README.index(study.README_END) + len(study.README_END)
+    assert README[start:end] == study.readme_section(study.read_csv(study.DEFAULT_CSV)), \
+        "the README's study section is stale: run python study.py --readme"
+
+
+def test_a_claim_the_numbers_do_not_support_is_refused():
+    import pytest
+    import study
+
+    rows = study.read_csv(study.DEFAULT_CSV)
+    rows["beam search, 4 beams"]["repetition_low"] = 0.0  # beam search no longer clearly repeats more
+    with pytest.raises(ValueError, match="no longer supports"):
+        study.readme_section(rows)
