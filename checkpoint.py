@@ -35,7 +35,6 @@ def save(path, model, meta, iter_num=0, best_val_loss=float("inf"), config=None,
     }
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomically(path, lambda f: torch.save(ckpt, f))
 
 

@@ -5,7 +5,8 @@ The pictures of the notebooks: next-token distributions as bar charts, readable 
     plots.bar_distribution(ax, probs, itos, highlight=next_id)   # probs (V,)
     plots.save(fig, "greedy_distribution.png")                   # -> docs/figures/
 
-Importing this module sets large fonts for every figure. A notebook shows its figures; save()
+Importing this module sets large fonts for every figure, with the shipped Chinese font as the
+fallback for characters the default font lacks. A notebook shows its figures; save()
 writes one to a file only when the environment variable NANODECODE_FIGURES names a folder, so
 that running a notebook changes no file of the repository.
 
@@ -18,6 +19,7 @@ import sys
 import matplotlib.pyplot as plt
 import torch
 
+import cjk
 from files import write_atomically
 from show import top_ids, visible
 
@@ -28,6 +30,7 @@ KEPT = "tab:blue"  # a token that can be drawn
 CHOSEN = "tab:orange"  # the token picked, or the one the text is about
 REMOVED = "lightgrey"  # a token a filter took out of the draw
 
+cjk.use_chinese_font()  # 小 冬 瓜 and Chinese labels draw as characters, from fonts/, on any machine
 plt.rcParams.update({
     "figure.dpi": 80,  # inline output: small files, still sharp
     "font.size": 14,

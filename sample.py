@@ -10,6 +10,7 @@ Sample from a trained model, and watch how the next character is chosen.
     python sample.py --logprobs 3 --max_new_tokens 20  # each character's log-probability
     python sample.py --walkthrough                     # the lesson: five methods, step by step
     python sample.py --walkthrough --top_p 0.9         # one strategy, step by step
+    python sample.py --walkthrough --lang zh           # the lesson, explained in Chinese
     python sample.py --compare                         # every strategy on the same prompt
     python sample.py --draft checkpoints/draft.pt      # speculative decoding: same text distribution, faster
     python sample.py --draft ngram --walkthrough       # each round: drafts, p and q, accepted or not
@@ -36,15 +37,36 @@ from show import candidates_table, logprobs_table, visible
 
 ARTICLE_PROMPT = "\nAnd Nero "  # the prompt of the article the lesson follows: ids [0, 13, 52, 42, 1, 26, 43, 56, 53, 1]
 
-# The lesson of --walkthrough: the five methods in the order the article teaches them.
+# The lesson of --walkthrough: the five methods in the order the article teaches them, with
+# their name and rule in English and in Chinese (--lang zh).
 LESSON = [
-    ("greedy", "next = argmax(logits)", Decoding(temperature=0)),
-    ("multinomial sampling", "next ~ softmax(logits): one categorical draw", Decoding()),
-    ("temperature", "next ~ softmax(logits / τ): τ > 1 flattens, τ < 1 sharpens", Decoding(temperature=2.0)),
-    ("top-k", "only the k most likely characters stay in the draw", Decoding(temperature=2.0, top_k=5)),
-    ("repetition penalty", "characters already in the context: z / θ if z > 0, else z · θ (Hugging Face's rule)",
+    (("greedy", "next = argmax(logits)"), ("贪心解码", "下一个 = argmax(logits)"), Decoding(temperature=0)),
+    (("multinomial sampling", "next ~ softmax(logits): one categorical draw"),
+     ("多项式采样", "下一个 ~ softmax(logits)：按概率抽一次（类别分布）"), Decoding()),
+    (("temperature", "next ~ softmax(logits / τ): τ > 1 flattens, τ < 1 sharpens"),
+     ("温度", "下一个 ~ softmax(logits / τ)：τ > 1 更平，τ < 1 更尖"), Decoding(temperature=2.0)),
+    (("top-k", "only the k most likely characters stay in the draw"),
+     ("Top-K", "只有概率最大的 k 个字符留下来参与抽样"), Decoding(temperature=2.0, top_k=5)),
+    (("repetition penalty", "characters already in the context: z / θ if z > 0, else z · θ (Hugging Face's rule)"),
+     ("重复惩罚", "上下文里已出现的字符：z > 0 时 z / θ，否则 z · θ（Hugging Face 的规则）"),
      Decoding(temperature=0, repetition_penalty=1.3)),
 ]
+
+# What --walkthrough prints around the numbers, in each language of --lang.
+WORDS = {
+    "en": {"prompt": "prompt", "ids": "ids", "shape": "shape", "step": "step {}", "model": "model",
+           "cache": " + KV cache", "last": "last position", "after": "after {}:", "chose": "chose",
+           "id": "id", "sequence": "sequence", "rest": "...the remaining characters, chosen the same way:",
+           "empty": "nothing left to draw: the sample ends here", "drawn": "{} of {} characters can be drawn",
+           "order": "the same settings in {}'s order (--order {}) end with another distribution "
+                    "(total variation {:.3f}):", "hf": "Hugging Face"},
+    "zh": {"prompt": "提示词", "ids": "编号", "shape": "形状", "step": "第 {} 步", "model": "模型",
+           "cache": " + KV 缓存", "last": "最后一个位置", "after": "经过 {} 之后：", "chose": "选中",
+           "id": "编号", "sequence": "序列", "rest": "……其余的字符，用同样的方法选出：",
+           "empty": "没有可抽的字符了：这个样本到此结束", "drawn": "{1} 个字符中有 {0} 个可以被抽到",
+           "order": "同样的设置按 {} 的顺序（--order {}）会得到另一个分布（总变差 {:.3f}）：",
+           "hf": "Hugging Face"},
+}
 
 # --compare: the same prompt and seed through each strategy.
 COMPARE = [
@@ -132,6 +154,7 @@ def build_parser():
     m.add_argument("--walkthrough", action="store_true", help="print ids, shapes and the candidates after each stage, step by step")
     m.add_argument("--steps", type=int, default=3, help="steps shown in detail by --walkthrough")
     m.add_argument("--compare", action="store_true", help="decode the prompt with each strategy, one after another")
+    m.add_argument("--lang", choices=list(WORDS), default="en", help="the language of --walkthrough: en or zh (中文)")
     return p
 
 
@@ -274,29 +297,32 @@ def print_beams(model, idx, args, itos, stoi):
 
 # ----------------------------------------------------------------------------- --walkthrough
 
-def print_step(number, events, step, context, itos, cached):
+def print_step(number, events, step, context, itos, cached, words):
     """One step in detail, from the events stream() reported: the ids fed to the model, its
     logits, every stage that changed them, and the character chosen."""
     fed, logits = dict(events)["ids"], dict(events)["logits"]
-    print(f"\nstep {number}: ids {tuple(fed.shape)} -> model{' + KV cache' if cached else ''} -> logits "
-          f"{tuple(fed.shape) + (logits.size(-1),)} -> last position {tuple(logits.shape)}")
-    print("   softmax(logits):\n" + candidates_table(logits[0], itos))
+    table = lambda z: candidates_table(z[0], itos, drawn=words["drawn"])  # noqa: E731
+    print(f"\n{words['step'].format(number)}: {words['ids']} {tuple(fed.shape)} -> {words['model']}"
+          f"{words['cache'] if cached else ''} -> logits {tuple(fed.shape) + (logits.size(-1),)} -> "
+          f"{words['last']} {tuple(logits.shape)}")
+    print("   softmax(logits):\n" + table(logits))
     before = logits
     for name, after in events[2:]:
         if not torch.equal(after, before):
-            print(f"   after {name}:\n" + candidates_table(after[0], itos))
+            print("   " + words["after"].format(name) + "\n" + table(after))
         before = after
     chosen = step.ids[0, 0].item()
     if chosen < 0:
-        print("   nothing left to draw: the sample ends here")
+        print("   " + words["empty"])
         return
-    print(f"   chose: {visible(itos[chosen])!r} (id {chosen})  "
-          f"sequence {tuple(context.shape)}: {visible(checkpoint.decode(context[0], itos))[-60:]!r}")
+    print(f"   {words['chose']}: {visible(itos[chosen])!r} ({words['id']} {chosen})  {words['sequence']} "
+          f"{tuple(context.shape)}: {visible(checkpoint.decode(context[0], itos))[-60:]!r}")
 
 
-def other_order(decoding, events, context, prompt_length, itos, stoi):
-    """What the same settings give in the other order, on the first step's logits, when it differs."""
-    if decoding.is_random:
+def other_order(decoding, events, context, prompt_length, itos, stoi, words):
+    """What the same settings give in the other order, on the first step's logits, when it differs
+    (greedy decoding takes the argmax in both orders)."""
+    if decoding.is_random or decoding.is_greedy:
         return
     other = replace(decoding, order="hf" if decoding.order == "llama.cpp" else "llama.cpp")
     raw = dict(events)["logits"]
@@ -304,17 +330,17 @@ def other_order(decoding, events, context, prompt_length, itos, stoi):
     ours, theirs = events[-1][1], sampling.process(raw, run, other.stages(stoi))
     difference = 0.5 * (F.softmax(ours, -1) - F.softmax(theirs, -1)).abs().sum().item()  # total variation
     if difference > 1e-6:
-        print(f"   the same settings in {'llama.cpp' if other.order == 'llama.cpp' else 'Hugging Face'}'s order "
-              f"(--order {other.order}) end with another distribution (total variation {difference:.3f}):\n"
-              + candidates_table(theirs[0], itos))
+        name = "llama.cpp" if other.order == "llama.cpp" else words["hf"]
+        print("   " + words["order"].format(name, other.order, difference) + "\n"
+              + candidates_table(theirs[0], itos, drawn=words["drawn"]))
 
 
 def walk(model, idx, decoding, args, itos, stoi):
     """Decode with `decoding`, printing every stage of the first args.steps steps, then the rest."""
     generator = torch.Generator(args.device).manual_seed(args.seed)
-    prompt, stops = checkpoint.decode(idx[0], itos), decoding.stop
-    print(f"prompt {visible(prompt)!r} -> ids {idx[0].tolist()[:12]}{' ...' if idx.size(1) > 12 else ''}, "
-          f"shape {tuple(idx.shape)}")
+    prompt, stops, words = checkpoint.decode(idx[0], itos), decoding.stop, WORDS[args.lang]
+    print(f"{words['prompt']} {visible(prompt)!r} -> {words['ids']} {idx[0].tolist()[:12]}"
+          f"{' ...' if idx.size(1) > 12 else ''}, {words['shape']} {tuple(idx.shape)}")
     events, context, text, shown = [], idx, "", 0
     if args.steps == 0 or args.max_new_tokens == 0:
         print(prompt, end="")
@@ -324,11 +350,11 @@ def walk(model, idx, decoding, args, itos, stoi):
             context = torch.cat((context, step.ids), dim=1)  # (1, T + 1)
             text += itos[step.ids[0, 0].item()]
         if number <= args.steps:
-            print_step(number, events, step, context, itos, cached=number > 1 and not args.no_cache)
+            print_step(number, events, step, context, itos, number > 1 and not args.no_cache, words)
             if number == 1:
-                other_order(decoding, events, context, idx.size(1), itos, stoi)
+                other_order(decoding, events, context, idx.size(1), itos, stoi, words)
         if number == min(args.steps, args.max_new_tokens) > 0:
-            print("\n...the remaining characters, chosen the same way:\n")
+            print(f"\n{words['rest']}\n")
             print(prompt, end="")
         if number >= args.steps:
             ready = printable(text, step.finished[0], stops)
@@ -343,7 +369,8 @@ def walkthrough(model, idx, args, itos, stoi):
     if not args.lesson:
         walk(model, idx, args.decoding, args, itos, stoi)
         return
-    for number, (name, formula, decoding) in enumerate(LESSON, 1):
+    for number, (english, chinese, decoding) in enumerate(LESSON, 1):
+        name, formula = chinese if args.lang == "zh" else english
         flags = describe(decoding) or "--temperature 1"
         print(f"\n{'=' * 78}\n{number}. {name}: {formula}\n   python sample.py --walkthrough {flags}\n{'=' * 78}")
         walk(model, idx, decoding, args, itos, stoi)

@@ -21,11 +21,12 @@ def top_ids(probs, n):
     return torch.argsort(probs, descending=True, stable=True)[:n]
 
 
-def candidates_table(logits, itos, rows=6):
-    """The most likely characters of logits (V,): character, logit, probability."""
+def candidates_table(logits, itos, rows=6, drawn="{} of {} characters can be drawn"):
+    """The most likely characters of logits (V,): character, logit, probability; `drawn` words
+    how many can be drawn (another language, say)."""
     probs = F.softmax(logits, dim=-1)  # (V,)
     kept = int(torch.isfinite(logits).sum())
-    lines = [f"      {'char':<6}{'logit':>8}{'prob':>8}    ({kept} of {logits.numel()} characters can be drawn)"]
+    lines = [f"      {'char':<6}{'logit':>8}{'prob':>8}    ({drawn.format(kept, logits.numel())})"]
     for i in top_ids(probs, rows).tolist():
         lines.append(f"      {visible(itos[i])!r:<6}{logits[i].item():>8.3f}{probs[i].item():>8.3f}")
     return "\n".join(lines)

@@ -210,3 +210,11 @@ def test_encode_decode(meta):
     assert checkpoint.decode(torch.tensor(ids), meta["itos"]) == "\nAnd Nero "
     with pytest.raises(ValueError, match="'é' '€'"):
         checkpoint.encode("Café €", meta["stoi"])
+
+
+@pytest.mark.parametrize("name", ["shakespeare_char.pt", "draft.pt"])
+def test_the_shipped_checkpoints_name_their_dataset_for_nanogpt(name):
+    """nanoGPT's sample.py loads data/<config['dataset']>/meta.pkl; without the key it falls back to
+    GPT-2's tokenizer and fails on our 65 ids."""
+    ckpt = checkpoint.read(os.path.join(os.path.dirname(checkpoint.DEFAULT_CKPT), name))
+    assert ckpt["config"]["dataset"] == "shakespeare_char"

@@ -10,7 +10,9 @@ What may legitimately differ between two runs is masked before comparing, and no
     \\r\\n): the text is compared whole, per cell;
   - the ids of interactive widgets, drawn at random by Jupyter.
 Figures are compared by their number, not their pixels (fonts and renderers differ between
-machines); a cell that draws a figure must show it in the committed notebook too."""
+machines); a cell that draws a figure must show it in the committed notebook too (a slider's
+figure lives in the widget's saved state instead)."""
+import ast
 import glob
 import os
 import re
@@ -47,6 +49,14 @@ def text_of(cell):
     return WIDGET_ID.sub("model_id=…", TIMING.sub("<time>", text)), figures
 
 
+def shows_a_figure(source):
+    """The cell itself calls plt.show(), outside a function it only defines (a slider calls that
+    function, and keeps the figure in the widget's saved state)."""
+    python = "\n".join("" if line.lstrip().startswith("!") else line for line in source.splitlines())
+    return any("plt.show()" in ast.get_source_segment(python, node) for node in ast.parse(python).body
+               if not isinstance(node, ast.FunctionDef))
+
+
 def test_one_notebook_per_idea():
     assert len(NOTEBOOKS) >= 10, f"expected at least 10 notebooks in {NOTEBOOK_DIR}, found {len(NOTEBOOKS)}"
 
@@ -69,5 +79,18 @@ def test_notebook_runs_and_shows_what_is_committed(path, tmp_path, monkeypatch):
         assert new_text == old_text, (f"cell {number} of {os.path.basename(path)} shows something else than its "
                                       f"committed output: execute the notebook again and commit it\n{new.source}")
         assert new_figures == old_figures, f"cell {number}: {new_figures} figures now, {old_figures} committed"
-        if "plt.show()" in new.source:
+        if shows_a_figure(new.source):
             assert new_figures > 0, f"cell {number} draws a figure but shows none:\n{new.source}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: os.path.relpath(p, NOTEBOOK_DIR))
+def test_every_notebook_ends_with_exercises(path):
+    cells = nbformat.read(path, as_version=4).cells
+    start = next((i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## ")
+                  and ("Exercises" in c.source.splitlines()[0] or "练习" in c.source.splitlines()[0])), None)
+    assert start is not None, f"{os.path.basename(path)} has no Exercises section"
+    assert not any(c.cell_type == "markdown" and c.source.startswith("## ") for c in cells[start + 1:]), \
+        "the Exercises section is not the last one"
+    items = [c for c in cells[start:] if c.cell_type == "markdown" and re.match(r"\*\*\d\.", c.source)]
+    answers = [c for c in cells[start:] if c.cell_type == "markdown" and "<details>" in c.source]
+    assert 2 <= len(items) <= 4 and len(answers) == len(items), (len(items), len(answers))

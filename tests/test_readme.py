@@ -28,3 +28,33 @@ def test_every_file_the_layout_names_exists():
     assert names, layout
     for name in names:
         assert os.path.exists(os.path.join(ROOT, name)), f"the README's layout names {name}, which does not exist"
+
+
+def test_the_study_section_is_generated_from_the_committed_results():
+    """python study.py writes docs/study.csv and this section from it; a claim the numbers no longer
+    support makes readme_section raise."""
+    import study
+
+    start, end = README.index(study.README_BEGIN), README.index(study.README_END) + len(study.README_END)
+    assert README[start:end] == study.readme_section(study.read_csv(study.DEFAULT_CSV)), \
+        "the README's study section is stale: run python study.py --readme"
+
+
+def test_a_claim_the_numbers_do_not_support_is_refused():
+    import pytest
+    import study
+
+    rows = study.read_csv(study.DEFAULT_CSV)
+    rows["beam search, 4 beams"]["repetition_low"] = 0.0  # beam search no longer clearly repeats more
+    with pytest.raises(ValueError, match="no longer supports"):
+        study.readme_section(rows)
+
+
+def test_the_training_table_quotes_the_shipped_checkpoints():
+    import checkpoint
+
+    table = section("The model and how it was trained")
+    for name, recipe in [("shakespeare_char.pt", "config/train_shakespeare_char.py"), ("draft.pt", "config/train_draft.py")]:
+        ckpt = checkpoint.read(os.path.join(ROOT, "checkpoints", name))
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{recipe}`"))
+        assert f"{ckpt['best_val_loss']:.4f}" in row and f"{ckpt['iter_num']:,} iterations" in row, row

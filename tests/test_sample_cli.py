@@ -316,7 +316,18 @@ def test_missing_or_corrupt_checkpoint(tmp_path, capsys, content):
 
 def test_meta_that_does_not_match(ckpt, meta, tmp_path, capsys):
     meta["itos"] = {i: c for i, c in enumerate(reversed(list(meta["itos"].values())))}
+    meta["stoi"] = {c: i for i, c in meta["itos"].items()}
     with open(tmp_path / "meta.pkl", "wb") as f:
         pickle.dump(meta, f)
     status, line = failure(capsys, "--ckpt", ckpt, "--meta", str(tmp_path / "meta.pkl"))
     assert status == 1 and "does not match" in line
+
+
+def test_the_walkthrough_in_chinese_explains_the_same_steps(ckpt, capsys):
+    flags = ["--ckpt", ckpt, "--walkthrough", "--max_new_tokens", "12", "--steps", "2"]
+    english, chinese = run_main(capsys, *flags), run_main(capsys, *flags, "--lang", "zh")
+    for title in ["1. 贪心解码", "2. 多项式采样", "3. 温度", "4. Top-K", "5. 重复惩罚"]:
+        assert title in chinese
+    assert "第 1 步: 编号 (1, 10) -> 模型 -> logits (1, 10, 65)" in chinese and "选中" in chinese
+    texts = lambda out: [block.split("\n\n")[-1] for block in out.split("=" * 78)[2::2]]  # noqa: E731
+    assert texts(chinese) == texts(english)  # the same characters, only the words around them differ

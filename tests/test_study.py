@@ -119,8 +119,8 @@ def test_bad_sizes_are_rejected(files, capsys):
 
 
 def test_csv_round_trip(tmp_path):
-    rows = {"greedy": {key: 0.5 for key, _, _ in study.COLUMNS},
-            study.HUMAN: {key: 1.25 for key, _, _ in study.COLUMNS}}
+    keys = [k for key, _, _ in study.COLUMNS for k in (key, f"{key}_low", f"{key}_high")]
+    rows = {"greedy": {key: 0.5 for key in keys}, study.HUMAN: {key: 1.25 for key in keys}}
     study.write_csv(rows, str(tmp_path / "study.csv"))
     assert study.read_csv(str(tmp_path / "study.csv")) == rows
 
@@ -144,3 +144,15 @@ def test_importing_the_study_leaves_the_matplotlib_backend_alone():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"MPLBACKEND": "svg"},
                             cwd=study.HERE)
     assert result.stdout.strip() == "True", result.stderr
+
+
+def test_bootstrap_interval_of_a_mean():
+    """Ten prompts scoring 0..9: the mean is 4.5; its bootstrap interval lies around it, inside the
+    data's range, and is about ±1.96 standard errors wide (sd 2.87 / sqrt(10) = 0.91: ±1.8)."""
+    import torch
+
+    values = torch.arange(10, dtype=torch.float64)
+    low, high = study.bootstrap_interval(lambda rows: values[rows].mean(-1), 10)
+    assert 0 < low < 4.5 < high < 9
+    assert 2.4 < high - low < 4.8
+    assert (low, high) == study.bootstrap_interval(lambda rows: values[rows].mean(-1), 10)  # the same seed
