@@ -422,6 +422,8 @@ def speculative_conflict(args):
     named = [flag for flag, given in others if given]
     if named:
         return f"--draft decodes one sample with the KV caches: drop {', '.join(named)}"
+    if args.lang != "en":
+        return f"--draft explains its rounds in English only: drop --lang {args.lang}"
     try:
         speculative.check_decoding(args.decoding)
     except ValueError as e:

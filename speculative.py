@@ -232,9 +232,11 @@ class NgramDrafter:
 
         q(x | c) = count(c x) / count(c),   as logits ln count(c x)   (ln 0 = -inf)
 
-    backing off to shorter contexts down to none (character frequencies). On text the shipped
-    model writes, order 6 and min_count 8 make q closest to its p: sum_x min(p, q) = 0.75 sampling,
-    the same argmax 82% of the time greedy (0.69 and 64% for the one-layer draft model).
+    backing off to shorter contexts down to none (character frequencies). Order 6 and min_count 8
+    brought q closest to the shipped model's p among orders 4 to 8 and min_counts 1 to 32: on 3,000
+    characters the model wrote, sum_x min(p, q), the chance that a draft stands, is 0.76 when it
+    samples, and q and p have the same argmax 84% of the time when it is greedy (the one-layer
+    draft model: 0.79 and 82%, at ten times the cost of a lookup).
 
     Every n-gram of every order sits in one sorted array, an n-gram g of n characters as the
     number (n - 1) V^order + g_1 V^(n-1) + ... + g_n, so that the n-grams that continue a context

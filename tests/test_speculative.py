@@ -530,6 +530,7 @@ def test_walkthrough_with_a_draft_greedy(ckpts, capsys):
     (["--mirostat", "2"], "XTC and mirostat draw or keep state"),
     (["--num_samples", "2"], "--draft decodes one sample with the KV caches: drop --num_samples"),
     (["--num_beams", "3", "--no_cache"], "drop --num_beams, --no_cache"),
+    (["--walkthrough", "--lang", "zh"], "--draft explains its rounds in English only: drop --lang zh"),
     (["--num_draft_tokens", "0"], "--num_draft_tokens must be in [1, 16], got 0"),
     (["--num_draft_tokens", "17"], "--num_draft_tokens must be in [1, 16], got 17"),
 ])
