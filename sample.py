@@ -83,7 +83,6 @@ COMPARE_BEAMS = 4
 MAX_SAMPLES = 1000  # rows decoded together; each holds a KV cache of about 1 MB for the shipped model
 MAX_BEAMS = 64
 MAX_SEED = 2 ** 63 - 1 - MAX_SAMPLES  # torch seeds are 64-bit; sample i uses seed + i
-DRAFT_TOKENS = 4  # --num_draft_tokens: the fastest k in bench/bench_generate.py
 MAX_DRAFT_TOKENS = 16
 
 
@@ -147,9 +146,9 @@ def build_parser():
     d = p.add_argument_group("speculative decoding (one sample; the text keeps the model's distribution)")
     d.add_argument("--draft", help="who drafts: a small checkpoint of the same vocabulary (checkpoints/draft.pt), "
                                    "or 'ngram' for the character n-grams of the training text")
-    d.add_argument("--num_draft_tokens", type=int, default=DRAFT_TOKENS,
+    d.add_argument("--num_draft_tokens", type=int, default=speculative.DRAFT_TOKENS,
                    help=f"characters drafted per round, checked in one pass of the model (in [1, {MAX_DRAFT_TOKENS}]; "
-                        f"default {DRAFT_TOKENS})")
+                        f"default {speculative.DRAFT_TOKENS})")
     m = p.add_argument_group("lessons")
     m.add_argument("--walkthrough", action="store_true", help="print ids, shapes and the candidates after each stage, step by step")
     m.add_argument("--steps", type=int, default=3, help="steps shown in detail by --walkthrough")
@@ -445,8 +444,8 @@ def load_drafter(name, meta, device):
         return speculative.NgramDrafter(text, meta["stoi"])
     model, draft_meta, _ = checkpoint.load(name, device)
     if draft_meta["itos"] != meta["itos"]:
-        raise checkpoint.CheckpointError(f"--draft {name}: its vocabulary ({draft_meta['vocab_size']} symbols) "
-                                         f"is not the model's ({meta['vocab_size']}): the drafts must be the model's tokens")
+        raise checkpoint.CheckpointError(f"--draft {name}: its vocabulary is not the model's (the same characters "
+                                         f"with the same ids): a drafter must propose the model's own tokens")
     return speculative.ModelDrafter(model)
 
 

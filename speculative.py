@@ -35,6 +35,7 @@ from sampling import Decoding, Run, ends_with, process
 
 TRAINING_TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare_char", "input.txt")
 TRAIN_FRACTION = 0.9  # prepare.py's split: the first 90% of input.txt is train.bin
+DRAFT_TOKENS = 5  # k: near the fastest for both drafters on the shipped model (bench/bench_generate.py)
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -336,7 +337,7 @@ def check_decoding(decoding):
 
 
 @torch.inference_mode()
-def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding(), num_draft_tokens=4,
+def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding(), num_draft_tokens=DRAFT_TOKENS,
                        generator=None, stoi=None):
     """Speculative decoding of the prompt idx (1, T): yield a Round for each target pass, until
     max_new_tokens tokens or a stop string (decoding.stop, encoded with stoi; it ends the text
@@ -383,7 +384,7 @@ def tally(rounds):
             sum(len(r.tokens) for r in rounds), sum(r.passes for r in rounds))
 
 
-def speculative_generate(target, drafter, idx, max_new_tokens, decoding=Decoding(), num_draft_tokens=4,
+def speculative_generate(target, drafter, idx, max_new_tokens, decoding=Decoding(), num_draft_tokens=DRAFT_TOKENS,
                          generator=None, stoi=None):
     """idx (1, T) extended by speculative decoding: (1, T + n), n = max_new_tokens unless a stop
     string or an empty distribution ended the text earlier."""

@@ -19,6 +19,7 @@ position for the naive and the cached loop. Each measurement is the fastest of -
 interleaved so that all see the same machine.
 """
 import argparse
+import copy
 import math
 import os
 import sys
@@ -212,6 +213,53 @@ def costs(model, draft, ngram, prompt, args):
         print(f"  n-gram       one step, ms: {ms(lambda: ngram.next_logits(context)):.3f}")
 
 
+class Timed:
+    """A model, or any function, that adds up in `seconds` the time spent in its calls; its other
+    attributes (config, new_cache) are those of what it wraps."""
+
+    def __init__(self, wrapped):
+        self.wrapped, self.seconds = wrapped, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        result = self.wrapped(*args, **kwargs)
+        self.seconds += time.perf_counter() - start
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+
+def where_the_time_goes(model, draft, ngram, prompt, decoding, k, args, stoi):
+    """Milliseconds per round in the target's passes, in the drafter and in the rest (the
+    pipeline, the rule, the bookkeeping in Python), against plain cached decoding per token; the
+    fastest of --repeats runs of SPECULATIVE_TOKENS tokens."""
+    timed_draft, timed_lookup = Timed(draft), Timed(ngram.next_logits)
+    timed_ngram = copy.copy(ngram)
+    timed_ngram.next_logits = timed_lookup
+    runs = [("plain cached", None, None), ("draft model", speculative.ModelDrafter(timed_draft), timed_draft),
+            ("n-gram", timed_ngram, timed_lookup)]
+    print(f"\nwhere the time goes, k = {k}, ms per round (plain: per token), fastest of {args.repeats}:")
+    print(f"{'':<14}{'target':>8}{'drafter':>9}{'the rest':>10}{'total':>8}{'chars':>7}")
+    for name, drafter, clock in runs:
+        best = None
+        for _ in range(args.repeats):
+            target = Timed(model)
+            if clock:
+                clock.seconds = 0.0
+            job = (plain_job(target, prompt, SPECULATIVE_TOKENS, decoding) if drafter is None else
+                   speculative_job(target, drafter, prompt, SPECULATIVE_TOKENS, decoding, k, stoi))
+            start = time.perf_counter()
+            steps = len(job())  # tokens for plain decoding, rounds for speculative decoding
+            total = time.perf_counter() - start
+            if best is None or total < best[0]:
+                best = (total, target.seconds, clock.seconds if clock else 0.0, steps)
+        total, in_target, in_drafter, steps = best
+        print(f"{name:<14}{in_target / steps * 1e3:>8.2f}{in_drafter / steps * 1e3:>9.2f}"
+              f"{(total - in_target - in_drafter) / steps * 1e3:>10.2f}{total / steps * 1e3:>8.2f}"
+              f"{SPECULATIVE_TOKENS / steps:>7.2f}")
+
+
 def speculative_section(model, meta, prompt, args):
     """Plain cached against speculative decoding with both drafters, at temperature 1 and 0;
     Hugging Face's generate with and without an assistant; what each step costs."""
@@ -231,6 +279,7 @@ def speculative_section(model, meta, prompt, args):
         print(f"\n=== temperature {temperature:g}{' (greedy)' if temperature == 0 else ''}")
         rates, plain = speculative_table(model, drafters, prompt, decoding, KS, SPECULATIVE_TOKENS, args, stoi)
         best_k = {name: max(KS, key=lambda k: rates[name, k]) for name in drafters}
+        where_the_time_goes(model, draft, drafters["n-gram"], prompt, decoding, speculative.DRAFT_TOKENS, args, stoi)
         hugging_face_table(model, draft, drafters, prompt, decoding, best_k, args, stoi)
 
 

@@ -67,12 +67,12 @@ def one_thread():
 
 def noisy_copy(model, std=0.02, seed=0):
     """The model with a little noise on every weight: a drafter that agrees with it often, not always."""
-    draft = copy.deepcopy(model)
+    copied = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in draft.parameters():
+        for p in copied.parameters():
             p.add_(torch.randn(p.shape, generator=g) * std)
-    return draft
+    return copied
 
 
 def rounds_of(target, drafter, idx, n, decoding, k, generator=None):
@@ -338,10 +338,10 @@ def first_layer(model):
     that agrees with the model now and then."""
     config = copy.copy(model.config)
     config.n_layer = 1
-    draft = type(model)(config).eval()
-    draft.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("transformer.h.")
-                           or k.startswith("transformer.h.0.")})
-    return draft
+    one = type(model)(config).eval()
+    one.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("transformer.h.")
+                         or k.startswith("transformer.h.0.")})
+    return one
 
 
 @torch.no_grad()
@@ -350,8 +350,8 @@ def test_greedy_matches_hugging_face_assisted_generation(seed):
     """GPT2LMHeadModel.generate(assistant_model=...) with both models' weights: the same text,
     and the assistant was consulted. GPT-2 stops at n_positions: 4 + 12 tokens = block_size."""
     target = make_sharp_model(seed)
-    draft = first_layer(target)
-    hf_target, hf_draft = hf_copy(target), hf_copy(draft)
+    draft_model = first_layer(target)
+    hf_target, hf_draft = hf_copy(target), hf_copy(draft_model)
     calls = []
     hf_draft.register_forward_hook(lambda *_: calls.append(1))
     idx = prompt(B=1, T=4, seed=30 + seed)
@@ -359,7 +359,8 @@ def test_greedy_matches_hugging_face_assisted_generation(seed):
                              max_new_tokens=12, eos_token_id=None, pad_token_id=0)
     assert calls
     for k in (1, 3, 5):
-        assert torch.equal(speculative_generate(target, ModelDrafter(draft), idx, 12, Decoding(temperature=0), k), out)
+        assert torch.equal(speculative_generate(target, ModelDrafter(draft_model), idx, 12, Decoding(temperature=0), k),
+                           out)
 
 
 # ----------------------------------------------------------------------------- the distribution, on the real models
@@ -481,11 +482,11 @@ STATISTICS = re.compile(r"speculative decoding: (\d+) of (\d+) drafted character
                         r"(\d+\.\d\d) characters per pass of the model \((\d+) passes\), \d+ characters/s$")
 
 
-@pytest.mark.parametrize("draft", ["draft", "ngram"])
-def test_draft_greedy_prints_plain_greedy_text_and_statistics_on_stderr(ckpts, ngram_text, capsys, draft):
+@pytest.mark.parametrize("drafter", ["draft", "ngram"])
+def test_draft_greedy_prints_plain_greedy_text_and_statistics_on_stderr(ckpts, ngram_text, capsys, drafter):
     flags = ["--ckpt", ckpts["target"], "--temperature", "0", "--max_new_tokens", "40", "--repetition_penalty", "1.3"]
     _, plain, _ = cli(capsys, *flags)
-    status, out, err = cli(capsys, *flags, "--draft", ckpts.get(draft, draft), "--num_draft_tokens", "3")
+    status, out, err = cli(capsys, *flags, "--draft", ckpts.get(drafter, drafter), "--num_draft_tokens", "3")
     assert status == 0 and out == plain
     accepted, drafted, per_pass, passes = STATISTICS.fullmatch(err.strip()).groups()
     assert int(accepted) <= int(drafted) and float(per_pass) == pytest.approx(40 / int(passes), abs=0.005)
@@ -507,7 +508,7 @@ def test_draft_stops_where_plain_greedy_stops(capsys, ngram_text):
 def test_walkthrough_with_a_draft_shows_the_rounds(capsys, ngram_text):
     """The shipped model and an n-gram table of the literal text, which it continues: drafts stand and fall."""
     status, out, err = cli(capsys, "--walkthrough", "--draft", "ngram", "--start", "First Citizen:\\n",
-                           "--steps", "4", "--max_new_tokens", "60", "--seed", "1")
+                           "--num_draft_tokens", "4", "--steps", "4", "--max_new_tokens", "60", "--seed", "1")
     assert status == 0 and "round 4:" in out and "round 5:" not in out
     assert "   accepted: u < min(1, p/q)" in out and "   rejected: u >= min(1, p/q)" in out
     assert "drawn from the residual norm(max(0, p - q))" in out
@@ -540,14 +541,14 @@ def test_what_draft_cannot_do_exits_2_with_one_line(ckpts, capsys, flags, messag
     assert status == 2 and len(lines) == 1 and message in lines[0], err
 
 
-@pytest.mark.parametrize("draft, message", [
-    ("foreign", "its vocabulary (65 symbols) is not the model's (65)"),
+@pytest.mark.parametrize("which, message", [
+    ("foreign", "its vocabulary is not the model's"),
     ("missing", "no checkpoint at"),
     ("ngram", "which is missing: run python data/shakespeare_char/prepare.py"),
 ])
-def test_a_draft_that_cannot_be_used_exits_1_with_one_line(ckpts, capsys, monkeypatch, tmp_path, draft, message):
+def test_a_draft_that_cannot_be_used_exits_1_with_one_line(ckpts, capsys, monkeypatch, tmp_path, which, message):
     monkeypatch.setattr(speculative, "TRAINING_TEXT", str(tmp_path / "missing.txt"))
-    name = {"foreign": ckpts["foreign"], "missing": str(tmp_path / "missing.pt"), "ngram": "ngram"}[draft]
+    name = {"foreign": ckpts["foreign"], "missing": str(tmp_path / "missing.pt"), "ngram": "ngram"}[which]
     status, out, err = cli(capsys, "--ckpt", ckpts["target"], "--draft", name)
     lines = err.strip().splitlines()
     assert status == 1 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
