@@ -140,18 +140,21 @@ def speculative_job(model, drafter, prompt, n, decoding, k, stoi, seed=0):
 
 
 def hf_job(hf, prompt, n, decoding, assistant=None, seed=0):
-    """Hugging Face's generate of n tokens, pure sampling or greedy, with or without an assistant."""
+    """Hugging Face's generate of n tokens, greedy or pure sampling at decoding's temperature (top_k=0:
+    its default of 50 off), with or without an assistant model."""
+    settings = dict(do_sample=False) if decoding.is_greedy else dict(do_sample=True, temperature=decoding.temperature,
+                                                                     top_k=0)
+
     def job():
         torch.manual_seed(seed)
-        return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
-                           do_sample=not decoding.is_greedy, temperature=None if decoding.is_greedy else decoding.temperature,
-                           top_k=0, assistant_model=assistant, pad_token_id=0, eos_token_id=None)
+        return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
+                           assistant_model=assistant, pad_token_id=0, eos_token_id=None, **settings)
     return job
 
 
 def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
     """Plain cached decoding against each drafter at each k, n tokens: prints the table, returns
-    {(drafter, k): tokens/s} and the plain tokens/s."""
+    {(drafter, k): tokens/s}."""
     jobs = {("plain", 0): plain_job(model, prompt, n, decoding)}
     for name, drafter in drafters.items():
         jobs.update({(name, k): speculative_job(model, drafter, prompt, n, decoding, k, stoi) for k in ks})
@@ -166,7 +169,7 @@ def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
             acceptance, per_pass = accepted / max(drafted, 1), made / passes
             rates[name, k] = n / seconds
             print(f"{name:<14}{k:>3}{acceptance:>10.1%}{per_pass:>12.2f}{n / seconds:>8.0f}{n / seconds / plain:>9.2f}x")
-    return rates, plain
+    return rates
 
 
 def hugging_face_table(model, draft, drafters, prompt, decoding, ks, args, stoi):
@@ -277,7 +280,7 @@ def speculative_section(model, meta, prompt, args):
     for temperature in (1.0, 0.0):
         decoding = sampling.Decoding(temperature=temperature)
         print(f"\n=== temperature {temperature:g}{' (greedy)' if temperature == 0 else ''}")
-        rates, plain = speculative_table(model, drafters, prompt, decoding, KS, SPECULATIVE_TOKENS, args, stoi)
+        rates = speculative_table(model, drafters, prompt, decoding, KS, SPECULATIVE_TOKENS, args, stoi)
         best_k = {name: max(KS, key=lambda k: rates[name, k]) for name in drafters}
         where_the_time_goes(model, draft, drafters["n-gram"], prompt, decoding, speculative.DRAFT_TOKENS, args, stoi)
         hugging_face_table(model, draft, drafters, prompt, decoding, best_k, args, stoi)
