@@ -48,3 +48,13 @@ def test_a_claim_the_numbers_do_not_support_is_refused():
     rows["beam search, 4 beams"]["repetition_low"] = 0.0  # beam search no longer clearly repeats more
     with pytest.raises(ValueError, match="no longer supports"):
         study.readme_section(rows)
+
+
+def test_the_training_table_quotes_the_shipped_checkpoints():
+    import checkpoint
+
+    table = section("The model and how it was trained")
+    for name, recipe in [("shakespeare_char.pt", "config/train_shakespeare_char.py"), ("draft.pt", "config/train_draft.py")]:
+        ckpt = checkpoint.read(os.path.join(ROOT, "checkpoints", name))
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{recipe}`"))
+        assert f"{ckpt['best_val_loss']:.4f}" in row and f"{ckpt['iter_num']:,} iterations" in row, row
