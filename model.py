@@ -120,9 +120,14 @@ class KVCache:
         self.truncate(0)
 
     def reorder(self, rows):
-        """Keep the rows (B',) of the batch, in that order (beam search follows its surviving beams)."""
-        self.k = self.k[:, rows]  # (L, B', H, block_size, D)
-        self.v = self.v[:, rows]
+        """Keep the rows (B',) of the batch, in that order (beam search follows its surviving beams).
+        Only the filled positions are copied; the batch grows or shrinks when B' differs from B."""
+        if len(rows) != self.k.size(1):
+            self.k, self.v = self.k[:, rows], self.v[:, rows]  # (L, B', H, block_size, D)
+            return
+        n = self._length
+        self.k[:, :, :, :n] = self.k[:, rows, :, :n]  # (L, B, H, n, D), gathered first, then written
+        self.v[:, :, :, :n] = self.v[:, rows, :, :n]
 
 
 class GPT(nn.Module):

@@ -48,7 +48,7 @@ LESSON = [
     (("top-k", "only the k most likely characters stay in the draw"),
      ("Top-K", "只有概率最大的 k 个字符留下来参与抽样"), Decoding(temperature=2.0, top_k=5)),
     (("repetition penalty", "characters already in the context: z / θ if z > 0, else z · θ (Hugging Face's rule)"),
-     ("重复惩罚", "上下文里已出现的字符：z > 0 时 z / θ，否则 z · θ（Hugging Face 的规则）"),
+     ("重复性惩罚", "上下文里已出现的字符：z > 0 时 z / θ，否则 z · θ（Hugging Face 的规则）"),
      Decoding(temperature=0, repetition_penalty=1.3)),
 ]
 

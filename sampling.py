@@ -652,6 +652,8 @@ class Step(NamedTuple):
 
 def ends_with(ids, endings, start):
     """(B,) bool: the row of ids (B, T) ends with one of `endings` (lists of ids) within ids[:, start:]."""
+    if not endings:
+        return torch.zeros(ids.size(0), dtype=torch.bool, device=ids.device)
     rows = ids[:, start:].tolist()
     return torch.tensor([any(len(e) <= len(row) and row[len(row) - len(e):] == e for e in endings)
                          for row in rows], dtype=torch.bool, device=ids.device)

@@ -58,3 +58,17 @@ def test_the_training_table_quotes_the_shipped_checkpoints():
         ckpt = checkpoint.read(os.path.join(ROOT, "checkpoints", name))
         row = next(line for line in table.splitlines() if line.startswith(f"| `{recipe}`"))
         assert f"{ckpt['best_val_loss']:.4f}" in row and f"{ckpt['iter_num']:,} iterations" in row, row
+
+
+def test_the_lesson_shown_in_the_readme_is_what_the_walkthrough_prints(capsys):
+    import sample
+
+    assert sample.main(["--walkthrough"]) == 0
+    printed = capsys.readouterr().out
+    lesson = section("The lesson")
+    example = lesson.split("```")[3]  # the second code block: the walkthrough's output
+    for line in example.strip("\n").splitlines():
+        if line.strip() != "...":
+            assert line in printed, f"the README shows a line the walkthrough does not print:\n{line}"
+    for quote in re.findall(r'\*"(.+?)"\*', lesson.replace("\n", " ")):
+        assert quote in printed.replace("\n", " "), f"the README quotes text the walkthrough does not write: {quote}"
