@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import metrics
 import sampling
+import speculative
 
 NEG_INF = float("-inf")
 
@@ -150,3 +151,15 @@ def check_top_n_sigma(fn):
     """fn(logits (B, V), n) -> logits with -inf below max - n * sigma of the finite logits."""
     cases = [(z, n) for z in logits_cases()[1:] for n in (0.5, 1.0, 2.0)]
     return check("top-n-sigma", fn, sampling.top_n_sigma_filter, cases)
+
+
+def check_residual(fn):
+    """fn(p, q) -> norm(max(0, p - q)) per row, and p itself where p = q."""
+    g = torch.Generator().manual_seed(4)
+    cases = [(torch.tensor([0.7, 0.2, 0.1]), torch.tensor([0.3, 0.5, 0.2])),
+             (torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5])),  # p = q: nothing to redistribute
+             (torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.5, 0.5])),  # disjoint supports
+             (torch.tensor([0.2, 0.8]), torch.tensor([0.0, 1.0]))]
+    for V in (5, 65):
+        cases.append((F.softmax(torch.randn(3, V, generator=g), -1), F.softmax(torch.randn(3, V, generator=g), -1)))
+    return check("residual", fn, speculative.residual, cases)

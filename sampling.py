@@ -637,6 +637,22 @@ def model_input(idx, cache, block_size, new=1):
     return idx[:, -new:]  # (B, new)
 
 
+def window_start(t, prompt_length, block_size):
+    """Where the context of position t begins (the token at index t is predicted from
+    ids[start:t]) under plain cached decoding, model_input()'s schedule:
+
+    the prompt is read once, cropped to its last block_size tokens; the context then grows by one
+    token a step until it holds block_size tokens, and the next step restarts from the last
+    W = block_size // 2 of them. From s_0 = max(0, P - block_size), the n-th restart comes at
+    t = s_{n-1} + block_size + 1 and starts at s_n = t - W: each restart moves the start by
+    block_size + 1 - W."""
+    start = max(0, prompt_length - block_size)
+    if t - start <= block_size:
+        return start
+    period = block_size + 1 - max(1, block_size // 2)
+    return start + ((t - start - block_size - 1) // period + 1) * period
+
+
 def next_logits(model, idx, cache=None, new=1):
     """Logits (B, V) for the token after idx (B, T), reading what model_input() says."""
     fed = model_input(idx, cache, model.config.block_size, new)  # (B, n)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sampling import Decoding, Run, ends_with, process
+from sampling import Decoding, Run, ends_with, process, window_start
 
 TRAINING_TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare_char", "input.txt")
 TRAIN_FRACTION = 0.9  # prepare.py's split: the first 90% of input.txt is train.bin
@@ -130,22 +130,6 @@ def verify(p_logits, q_logits, drafted, decoding, generator=None):
 
 
 # ----------------------------------------------------------------------------- the target's windows
-
-def window_start(t, prompt_length, block_size):
-    """Where the context of position t begins (the token at index t is predicted from
-    ids[start:t]) under plain cached decoding, sampling.model_input's schedule:
-
-    the prompt is read once, cropped to its last block_size tokens; the context then grows by one
-    token a step until it holds block_size tokens, and the next step restarts from the last
-    W = block_size // 2 of them. From s_0 = max(0, P - block_size), the n-th restart comes at
-    t = s_{n-1} + block_size + 1 and starts at s_n = t - W: each restart moves the start by
-    block_size + 1 - W."""
-    start = max(0, prompt_length - block_size)
-    if t - start <= block_size:
-        return start
-    period = block_size + 1 - max(1, block_size // 2)
-    return start + ((t - start - block_size - 1) // period + 1) * period
-
 
 class WindowedModel:
     """A model read as plain cached decoding (sampling.stream) reads it: the logits of every

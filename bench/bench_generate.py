@@ -175,8 +175,7 @@ def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
 def hugging_face_table(model, draft, drafters, prompt, decoding, ks, args, stoi):
     """Hugging Face's generate, with and without assistant_model, against ours on the same
     weights: HF_TOKENS tokens, within GPT-2's n_positions."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from test_sampling import hf_copy  # the one mapping of our weights onto GPT2LMHeadModel
+    from hf_gpt2 import hf_copy  # the one mapping of our weights onto GPT2LMHeadModel
 
     hf, hf_draft = hf_copy(model), hf_copy(draft)
     n = HF_TOKENS

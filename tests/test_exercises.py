@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import exercises
 import metrics
 import sampling
+import speculative
 from conftest import ROOT
 
 # A plausible mistake for each exercise, which its checker must catch.
@@ -28,6 +29,7 @@ WRONG = {
     "check_cached_attention": lambda q, kc, vc, k, v: F.scaled_dot_product_attention(q, kc, vc),  # forgets the new token
     "check_distinct_n": lambda words, n: len(set(words)) / len(words) if words else 0.0,  # always unigrams
     "check_top_n_sigma": lambda z, n: sampling.top_n_sigma_filter(z, n + 0.5),
+    "check_residual": lambda p, q: (p - q).clamp(min=0) / (p - q).clamp(min=0).sum(-1, keepdim=True),  # 0/0 at p = q
 }
 REFERENCE = {
     "check_greedy": sampling.greedy, "check_softmax": lambda z: F.softmax(z, -1),
@@ -35,6 +37,7 @@ REFERENCE = {
     "check_top_p": sampling.top_p_filter, "check_repetition_penalty": sampling.repetition_penalty,
     "check_beam_step": sampling.beam_step, "check_cached_attention": exercises.cached_attention,
     "check_distinct_n": metrics.distinct_n, "check_top_n_sigma": sampling.top_n_sigma_filter,
+    "check_residual": speculative.residual,
 }
 CHECKERS = sorted(name for name in dir(exercises) if name.startswith("check_"))
 
@@ -93,5 +96,5 @@ def test_every_folded_solution_passes_its_checker(notebook, code):
     out = io.StringIO()
     with redirect_stdout(out):
         exec(code, {"torch": torch, "F": F, "math": math, "exercises": exercises, "sampling": sampling,
-                    "metrics": metrics})
+                    "metrics": metrics, "speculative": speculative})
     assert ": pass" in out.getvalue() and "not yet" not in out.getvalue(), f"{notebook}:\n{code}\n{out.getvalue()}"

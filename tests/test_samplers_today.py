@@ -30,7 +30,8 @@ from sampling import (
     top_n_sigma_filter,
     xtc_filter,
 )
-from test_sampling import CASE_IDS, CASES, assert_same, hf_copy, kept, one_thread, processed, prompt, toy_logits  # noqa: F401
+from hf_gpt2 import hf_copy
+from test_sampling import CASE_IDS, CASES, assert_same, kept, one_thread, processed, prompt, toy_logits  # noqa: F401
 
 NEG_INF = float("-inf")
 STOI = META["stoi"]

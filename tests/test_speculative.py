@@ -35,9 +35,10 @@ from speculative import (
     speculative_generate,
     speculative_stream,
     verify,
-    window_start,
 )
-from test_sampling import hf_copy, prompt
+from hf_gpt2 import hf_copy
+from sampling import window_start
+from test_sampling import prompt
 
 STOI, ITOS = META["stoi"], META["itos"]
 TEXT = """First Citizen:
