@@ -5,6 +5,7 @@ generate, in one run.
     python bench/bench_generate.py                          # everything, torch's threads
     python bench/bench_generate.py --threads 1 --only speculative
     python bench/bench_generate.py --figure                 # also save docs/figures/kv_cache.png
+    python bench/bench_generate.py --threads 2 --save       # also write docs/bench/generate-2-threads.txt
 
 - naive:       every step feeds the whole context (cropped to block_size) through the model, as nanoGPT does
 - cached:      the prompt once, then one token per step against the KV cache
@@ -14,12 +15,15 @@ generate, in one run.
                round, at temperature 1 and 0; then Hugging Face's generate, with and without
                assistant_model, on the same weights, 100 characters (GPT-2 stops at n_positions)
 
-Prints tokens/s and the ratios, and with --figure saves a plot of the time per token against its
-position for the naive and the cached loop. Each measurement is the fastest of --repeats runs,
+Prints tokens/s and the ratios; --save also writes them to docs/bench/, where the README's
+numbers come from (tests/test_readme.py checks them), and --figure saves a plot of the time per
+token against its position for the naive and the cached loop. Each measurement is the fastest of --repeats runs,
 interleaved so that all see the same machine.
 """
 import argparse
+import contextlib
 import copy
+import io
 import math
 import os
 import sys
@@ -35,6 +39,7 @@ import checkpoint  # noqa: E402
 import plots  # noqa: E402  (large fonts, and save())
 import sampling  # noqa: E402
 import speculative  # noqa: E402
+from files import write_atomically  # noqa: E402
 
 DRAFT_CKPT = os.path.join(ROOT, "checkpoints", "draft.pt")
 SPECULATIVE_TOKENS = 500  # one sample, as long as the CLI's default
@@ -294,7 +299,34 @@ def main():
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--only", choices=("kv_cache", "speculative"), help="run one part of the benchmark")
     parser.add_argument("--figure", action="store_true", help="save the plot of the time per token (docs/figures/)")
+    parser.add_argument("--save", action="store_true",
+                        help="also write what is printed to docs/bench/generate-<threads>-threads.txt")
     args = parser.parse_args()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
+        run(args)
+    if args.save:
+        path = os.path.join(ROOT, "docs", "bench", f"generate-{torch.get_num_threads()}-threads.txt")
+        command = "python bench/bench_generate.py " + " ".join(sys.argv[1:])
+        write_atomically(path, lambda f: f.write(f"{command}\n{printed.getvalue()}".encode()))
+        print(f"wrote {os.path.relpath(path, ROOT)}")
+
+
+class Tee(io.TextIOBase):
+    """A stream that writes to several others: the terminal and the record of a run."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+            stream.flush()
+        return len(text)
+
+
+def run(args):
+    """The whole benchmark, printing as it goes."""
     try:
         model, meta, _ = checkpoint.load(args.ckpt)
     except checkpoint.CheckpointError as e:
