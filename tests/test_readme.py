@@ -1,5 +1,6 @@
 """The README promises what the code does: every decoding flag in its table, every command it
 shows, every file it names."""
+import glob
 import os
 import re
 from dataclasses import fields
@@ -72,3 +73,20 @@ def test_the_lesson_shown_in_the_readme_is_what_the_walkthrough_prints(capsys):
             assert line in printed, f"the README shows a line the walkthrough does not print:\n{line}"
     for quote in re.findall(r'\*"(.+?)"\*', lesson.replace("\n", " ")):
         assert quote in printed.replace("\n", " "), f"the README quotes text the walkthrough does not write: {quote}"
+
+
+def test_the_benchmark_numbers_are_the_recorded_ones():
+    """Every speed and ratio in the README's tables of measurements, and the two benchmarked rows of
+    the training table, appear in the output their benchmark recorded with --save (docs/bench/)."""
+    recorded = " ".join(open(path, encoding="utf-8").read().replace("x", "×") for path in
+                        sorted(glob.glob(os.path.join(ROOT, "docs", "bench", "*.txt"))))
+    quoted = []
+    for row in section("Faster decoding").splitlines():
+        if row.startswith("|") and not set(row) <= set("|-: "):
+            quoted += re.findall(r"\d+\.\d+×|\b\d{2,4}\b", row.split("|", 2)[-1])
+    for row in section("The model and how it was trained").splitlines():
+        if row.startswith(("| `config/train_quick.py`", "| nanoGPT's documented CPU recipe")):
+            quoted += re.findall(r"\d+\.\d+", "|".join(row.split("|")[3:]))
+    assert len(quoted) > 50
+    missing = [number for number in quoted if number not in recorded]
+    assert not missing, f"numbers in the README that its benchmarks did not record: {missing}"
