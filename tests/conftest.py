@@ -38,6 +38,16 @@ def make_sharp_model(seed=0):
     return model
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the thread
+    pool's hand-offs cost 10x the work itself; the previous setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_model():
     """A randomly initialised 2-layer GPT over the 65 symbols, block_size 16."""

@@ -5,6 +5,8 @@ import os
 import re
 from dataclasses import fields
 
+import pytest
+
 from conftest import ROOT
 from sampling import Decoding
 
@@ -29,6 +31,25 @@ def test_every_file_the_layout_names_exists():
     assert names, layout
     for name in names:
         assert os.path.exists(os.path.join(ROOT, name)), f"the README's layout names {name}, which does not exist"
+
+
+DOCUMENTS = ["README.md", "README.zh-CN.md", "docs/cheatsheet.md", "docs/lesson-plan.md"]
+FOLDERS = ("bench", "checkpoints", "config", "data", "docs", "fonts", "notebooks", "tests")  # tracked ones
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_every_file_a_document_names_exists(doc):
+    """Links and images to files of the repository ([text](path), ![alt](path)), and paths in
+    backquotes under its tracked folders (`docs/figures/top_k.png`); not the web, not what a
+    command writes (out/, slides)."""
+    text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+    links = [os.path.join(os.path.dirname(doc), t.split("#")[0])
+             for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"\w+:|#", t)]
+    quoted = [t for t in re.findall(r"`([\w./-]+)`", text) if t.split("/")[0] in FOLDERS and "/" in t
+              and not t.endswith(".slides.html")]  # what jupyter nbconvert --to slides writes
+    assert links + quoted, f"{doc} names no file of the repository"
+    missing = [t for t in links + quoted if not os.path.exists(os.path.join(ROOT, t))]
+    assert not missing, f"{doc} names files that do not exist: {missing}"
 
 
 def test_the_study_section_is_generated_from_the_committed_results():

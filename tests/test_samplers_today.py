@@ -31,10 +31,11 @@ from sampling import (
     xtc_filter,
 )
 from hf_gpt2 import hf_copy
-from test_sampling import CASE_IDS, CASES, assert_same, kept, one_thread, processed, prompt, toy_logits  # noqa: F401
+from test_sampling import CASE_IDS, CASES, assert_same, kept, processed, prompt, toy_logits
 
 NEG_INF = float("-inf")
 STOI = META["stoi"]
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one thread
 
 
 def logits_of(*probs):

@@ -57,13 +57,7 @@ DRAWS = 20_000  # texts of the chi-square test
 PENALTIES = dict(repetition_penalty=1.3, frequency_penalty=0.5, no_repeat_ngram_size=4, dry_multiplier=0.8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; the previous setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one thread
 
 
 def noisy_copy(model, std=0.02, seed=0):
