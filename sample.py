@@ -320,7 +320,7 @@ def print_step(number, events, step, context, itos, cached, words):
 
 def other_order(decoding, events, context, prompt_length, itos, stoi, words):
     """What the same settings give in the other order, on the first step's logits, when it differs
-    (greedy decoding takes the argmax in both orders)."""
+    (not for greedy decoding: Hugging Face's order then applies no warper, see Decoding.ignored)."""
     if decoding.is_random or decoding.is_greedy:
         return
     other = replace(decoding, order="hf" if decoding.order == "llama.cpp" else "llama.cpp")
@@ -550,6 +550,10 @@ def main(argv=None):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     idx = torch.tensor([checkpoint.encode(args.start, stoi)], device=args.device)  # (1, T)
+    ignored = args.decoding.ignored()
+    if ignored and args.num_beams == 1 and not args.compare:
+        print(f"note: greedy decoding in Hugging Face's order ignores {', '.join('--' + n for n in ignored)} "
+              f"(--order llama.cpp applies them before taking the argmax)", file=sys.stderr)
     if args.draft is not None:
         return speculate(model, meta, idx, args)
     if args.walkthrough:

@@ -390,7 +390,7 @@ class Decoding:
         0, int, "never repeat a run of this many characters (Hugging Face)", "in [0, 10000]",
         lambda v: 0 <= v <= 10_000)
     temperature: float = setting(
-        1.0, float, "divide the logits by τ; 0 is greedy", "0 or in [0.001, 1000]",
+        1.0, float, "divide the logits by τ; 0 is greedy (in order hf: no warper then)", "0 or in [0.001, 1000]",
         lambda v: v == 0 or finite_in(1e-3, 1e3)(v))
     dynatemp_range: float = setting(
         0.0, float, "dynamic temperature: τ moves within τ ± range, higher where the distribution is "
@@ -459,6 +459,14 @@ class Decoding:
                 problems.append("llama.cpp applies no penalties when mirostat is on: drop them, or use order hf")
         return problems
 
+    def ignored(self):
+        """The settings that change nothing: greedy decoding in Hugging Face's order applies the
+        penalties and no warper, as generate() with do_sample=False does (it warns about them too).
+        Some could have changed the argmax (typical, XTC); llama.cpp's order applies them all."""
+        if not (self.is_greedy and self.order == "hf"):
+            return []
+        return [name for name in WARPER_SETTINGS if getattr(self, name)]
+
     @property
     def is_greedy(self):
         return self.temperature == 0
@@ -483,8 +491,8 @@ class Decoding:
 
         stoi (character -> id) is needed when a setting names characters: logit_bias, DRY's
         breakers. Greedy decoding in Hugging Face's order keeps the penalties and skips the
-        warpers, which cannot change the argmax (typical could); llama.cpp runs its whole chain
-        and keeps the argmax at the temperature stage."""
+        warpers (see ignored()); llama.cpp runs its whole chain and keeps the argmax at the
+        temperature stage."""
         stages = {name: stage for name, stage in self._all_stages(stoi)}
         chain = LLAMA_CPP_CHAIN if self.order == "llama.cpp" else HF_CHAIN
         if self.mirostat:
@@ -561,6 +569,8 @@ class Decoding:
 
 
 PENALTIES = ("repetition", "frequency_presence", "dry", "no_repeat")
+WARPER_SETTINGS = ("top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma",
+                   "xtc_probability")  # the settings of the stages that only sampling applies in Hugging Face's order
 HF_CHAIN = ("logit_bias",) + PENALTIES + ("temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta",
                                           "top_n_sigma", "xtc", "mirostat")
 # llama.cpp's default sampler chain (common/common.h): penalties, dry, top_n_sigma, top_k, typ_p,

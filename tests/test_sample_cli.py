@@ -128,6 +128,20 @@ def test_beam_search_hypotheses_end_at_the_stop_string_and_the_length_penalty_ma
     assert len(first[1][1]) > len(first[0][1])  # a penalty > 0 favours the longer hypothesis
 
 
+def test_greedy_says_which_settings_hugging_face_s_order_ignores(ckpt, capsys):
+    """With --temperature 0, Hugging Face's order applies no warper (do_sample=False); a typical
+    cut, which llama.cpp's order applies before the argmax, can change the text."""
+    greedy = ["--ckpt", ckpt, "--max_new_tokens", "40", "--temperature", "0"]
+    assert sample.main(greedy + ["--typical_p", "0.2"]) == 0
+    hf = capsys.readouterr()
+    assert hf.err == "note: greedy decoding in Hugging Face's order ignores --typical_p " \
+                     "(--order llama.cpp applies them before taking the argmax)\n"
+    assert hf.out == run_main(capsys, *greedy)
+    assert sample.main(greedy + ["--typical_p", "0.2", "--order", "llama.cpp"]) == 0
+    llama = capsys.readouterr()
+    assert llama.err == "" and llama.out != hf.out
+
+
 def test_logprobs_are_those_of_the_distribution_drawn_from(ckpt, capsys):
     """Greedy with a repetition penalty: each logprob is log_softmax of the penalised logits, by hand."""
     out = run_main(capsys, "--ckpt", ckpt, "--max_new_tokens", "5", "--temperature", "0",
