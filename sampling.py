@@ -734,7 +734,8 @@ def generate(model, idx, max_new_tokens, decoding=None, *, generator=None, use_c
     steps = list(stream(model, idx, max_new_tokens, decoding, generator, use_cache, stoi))
     if steps and steps[-1].finished.any():
         row = int(steps[-1].finished.nonzero()[0])
-        raise ValueError(f"row {row} has nothing left to draw after {len(steps) - 1} tokens: every token is removed")
+        drawn = sum(int(step.ids[row, 0] >= 0) for step in steps)  # the tokens it got before it ran dry
+        raise ValueError(f"row {row} has nothing left to draw after {drawn} tokens: every token is removed")
     return torch.cat([idx, *(step.ids for step in steps)], dim=1)  # (B, T + max_new_tokens)
 
 

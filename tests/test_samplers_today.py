@@ -316,6 +316,9 @@ def test_generate_refuses_stop_strings_and_reports_a_row_with_nothing_left():
         generate(model, prompt(B=1), 5, stop=("a",), stoi=STOI)
     with pytest.raises(ValueError, match="nothing left to draw after 60 tokens"):
         generate(model, prompt(B=1, T=5), 100, temperature=0, no_repeat_ngram_size=1)  # 65 - 5 distinct left
+    rows = torch.stack([torch.arange(16), torch.zeros(16, dtype=torch.long)])  # 16 distinct tokens; one token
+    with pytest.raises(ValueError, match="row 0 has nothing left to draw after 49 tokens"):  # 65 - 16; row 1 goes on
+        generate(model, rows, 100, temperature=0, no_repeat_ngram_size=1)
 
 
 # ----------------------------------------------------------------------------- beam search with a stop: HF
