@@ -134,7 +134,8 @@ def build_parser():
     p.add_argument("--logprobs", type=int, default=0,
                    help="after each sample, every character's log-probability and the K most likely "
                         "alternatives, from the distribution it was drawn from (after every stage; greedy: after "
-                        "the penalties, at temperature 1)")
+                        "the penalties, at temperature 1, in order hf; in order llama.cpp its temperature 0 keeps "
+                        "the argmax alone, whose log-probability is 0)")
     g = p.add_argument_group("decoding (the stages, in Hugging Face's order; a stage at its default is off)")
     add_decoding_flags(g)
     b = p.add_argument_group("beam search")

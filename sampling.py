@@ -256,8 +256,8 @@ def repetition_penalty(logits, context, penalty):
     Each token is penalised once however often it appeared; the prompt counts. theta = 1 does
     nothing, theta > 1 discourages repeats. CTRL (Keskar et al. 2019, section 4.1), where the
     penalty comes from, divides every generated token's logit by theta whatever its sign, which
-    *raises* a negative logit; multiplying negative logits, and counting the prompt, is Hugging
-    Face's fix (transformers PR #2303). context: (B, T) token ids."""
+    *raises* a negative logit. Hugging Face's implementation counts the prompt too, and since
+    transformers PR #2303 multiplies negative logits instead. context: (B, T) token ids."""
     if not penalty > 0:
         raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
     seen = logits.gather(1, context)  # (B, T): the logits of the context tokens
@@ -297,7 +297,8 @@ def no_repeat_ngram(logits, context, n):
 
 
 def dry_penalty(logits, context, multiplier, base=1.75, allowed_length=2, breakers=(), window=None):
-    """DRY, "Don't Repeat Yourself" (koboldcpp, by pi6am; llama.cpp `llama_sampler_dry_apply`).
+    """DRY, "Don't Repeat Yourself" (p-e-w, text-generation-webui PR #5677; llama.cpp's
+    `llama_sampler_dry_apply` ports pi6am's koboldcpp version).
     A token that would extend a repeat gets
 
         z_i -> z_i - multiplier * base^(n - allowed_length)    when n >= allowed_length
@@ -362,7 +363,7 @@ class Decoding:
         "each bias in [-100, 100]", lambda v: all(-100 <= b <= 100 for _, b in v))
     repetition_penalty: float = setting(
         1.0, float, "each character already in the context, once: z/θ if z > 0, else z·θ "
-        "(Hugging Face's rule, also llama.cpp's and vLLM's; CTRL divides every z by θ)",
+        "(Hugging Face's rule, also llama.cpp's and vLLM's; CTRL divides every generated token's z by θ)",
         "in [0.001, 1000]", finite_in(1e-3, 1e3))
     frequency_penalty: float = setting(
         0.0, float, "subtract this times how often a character was generated (OpenAI)",
@@ -767,8 +768,10 @@ def beam_search(model, idx, max_new_tokens, num_beams, length_penalty=1.0, stop=
 
         score(y) = sum_t log p(y_t | y_<t) / |y|^length_penalty,   |y| = generated tokens
 
-    and at max_new_tokens every live beam is one too. The search stops early when no live beam
-    can beat the worst of num_beams finished hypotheses any more. Without stop sequences every
+    and at max_new_tokens every live beam is one too. The search stops early when the best live
+    beam, scored as if it ended now, cannot beat the worst of num_beams finished hypotheses:
+    Hugging Face's heuristic, certain for length_penalty <= 0 (a longer beam only scores lower),
+    a guess for length_penalty > 0 (a longer beam divides by more). Without stop sequences every
     hypothesis has max_new_tokens tokens and length_penalty only rescales the scores; with them
     it decides between short and long hypotheses (> 0 favours long ones).
 

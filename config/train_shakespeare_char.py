@@ -1,4 +1,4 @@
-# The recipe of the shipped model: 2.7M parameters, trained on a 2-core laptop CPU in about 42 minutes.
+# The recipe of the shipped model: 2.7M parameters, trained on a 2-core CPU in about 42 minutes.
 # python train.py config/train_shakespeare_char.py
 # It writes out/, so the shipped checkpoints/shakespeare_char.pt stays as it is; sample from yours with
 # python sample.py --ckpt out/shakespeare_char.pt

@@ -33,6 +33,15 @@ def test_every_file_the_layout_names_exists():
         assert os.path.exists(os.path.join(ROOT, name)), f"the README's layout names {name}, which does not exist"
 
 
+def test_the_readme_names_every_module_and_notebook():
+    """A learner finds the way by file names: every module in the layout, every notebook in the table."""
+    layout, notebooks = section("Layout"), section("Notebooks")
+    modules = [os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "*.py"))]
+    assert [m for m in modules if f"\n{m} " not in layout] == [], "modules missing from the README's layout"
+    lessons = [os.path.basename(p)[:-len(".ipynb")] for p in glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb"))]
+    assert [n for n in lessons if f"| `{n}` |" not in notebooks] == [], "notebooks missing from the README's table"
+
+
 DOCUMENTS = ["README.md", "README.zh-CN.md", "docs/cheatsheet.md", "docs/lesson-plan.md"]
 FOLDERS = ("bench", "checkpoints", "config", "data", "docs", "fonts", "notebooks", "tests")  # tracked ones
 
