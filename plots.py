@@ -21,7 +21,7 @@ import torch
 
 import cjk
 from files import write_atomically
-from show import top_ids, visible
+from show import visible
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DOCS_FIGURES = os.path.join(ROOT, "docs", "figures")

@@ -431,25 +431,6 @@ def speculative_conflict(args):
     return None
 
 
-def load_drafter(name, meta, device):
-    """The drafter --draft names: 'ngram', or a checkpoint of the model's vocabulary."""
-    if name == "ngram":
-        path = speculative.TRAINING_TEXT
-        try:
-            text = speculative.training_text(path)
-        except OSError:
-            raise checkpoint.CheckpointError(f"--draft ngram counts the characters of {path}, which is missing: "
-                                             f"run python data/shakespeare_char/prepare.py")
-        if not set(text) <= set(meta["stoi"]):
-            raise checkpoint.CheckpointError(f"--draft ngram: {path} has characters the model's vocabulary lacks")
-        return speculative.NgramDrafter(text, meta["stoi"])
-    model, draft_meta, _ = checkpoint.load(name, device)
-    if draft_meta["itos"] != meta["itos"]:
-        raise checkpoint.CheckpointError(f"--draft {name}: its vocabulary is not the model's (the same characters "
-                                         f"with the same ids): a drafter must propose the model's own tokens")
-    return speculative.ModelDrafter(model)
-
-
 def statistics(rounds, seconds):
     """'412 of 530 drafted characters accepted (77.7%), 2.86 characters per pass of the model, 312 characters/s'"""
     drafted, accepted, made, passes = speculative.tally(rounds)
@@ -492,7 +473,7 @@ def speculate(model, meta, idx, args):
     """--draft: decode with speculative decoding, every round in detail for --walkthrough's first
     --steps rounds; the statistics go to stderr."""
     try:
-        drafter = load_drafter(args.draft, meta, args.device)
+        drafter = speculative.load_drafter(args.draft, meta, args.device)
     except checkpoint.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ and Decoding(order="llama.cpp") gives llama.cpp's default chain, temperature las
 B: batch rows, V: vocabulary size, T: tokens of context so far.
 """
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Callable, NamedTuple, Optional
 
 import torch

@@ -24,17 +24,16 @@ Drafters, with the methods reset(ids), next_logits(ids) and rollback(length):
 One prompt at a time (batch size 1). V: vocabulary size, T: tokens of text so far, k: drafts.
 """
 import math
-import os
 from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import checkpoint
+from data.shakespeare_char import prepare
 from sampling import Decoding, Run, ends_with, process, window_start
 
-TRAINING_TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare_char", "input.txt")
-TRAIN_FRACTION = 0.9  # prepare.py's split: the first 90% of input.txt is train.bin
 DRAFT_TOKENS = 5  # k: near the fastest for both drafters on the shipped model (bench/bench_generate.py)
 
 
@@ -266,11 +265,29 @@ class NgramDrafter:
         return torch.from_numpy(logits)[None]  # (1, V)
 
 
-def training_text(path=TRAINING_TEXT):
-    """The training part of Tiny Shakespeare: the first 90% of input.txt, as prepare.py splits it."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    return text[:int(TRAIN_FRACTION * len(text))]
+def training_text(path=None):
+    """The training part of Tiny Shakespeare (prepare.TEXT unless path): its first 90%."""
+    with open(path or prepare.TEXT, encoding="utf-8") as f:
+        return prepare.split(f.read())[0]
+
+
+def load_drafter(name, meta, device="cpu"):
+    """The drafter --draft names: 'ngram', or a checkpoint of the model's vocabulary; a
+    checkpoint.CheckpointError with one line when it cannot draft for this model."""
+    if name == "ngram":
+        try:
+            text = training_text()
+        except OSError:
+            raise checkpoint.CheckpointError(f"--draft ngram counts the characters of {prepare.TEXT}, which is "
+                                             f"missing: run python data/shakespeare_char/prepare.py")
+        if not set(text) <= set(meta["stoi"]):
+            raise checkpoint.CheckpointError(f"--draft ngram: {prepare.TEXT} has characters the model's vocabulary lacks")
+        return NgramDrafter(text, meta["stoi"])
+    model, draft_meta, _ = checkpoint.load(name, device)
+    if draft_meta["itos"] != meta["itos"]:
+        raise checkpoint.CheckpointError(f"--draft {name}: its vocabulary is not the model's (the same characters "
+                                         f"with the same ids): a drafter must propose the model's own tokens")
+    return ModelDrafter(model)
 
 
 # ----------------------------------------------------------------------------- one round, the loop

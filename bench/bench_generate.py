@@ -197,7 +197,7 @@ def hugging_face_table(model, draft, drafters, prompt, decoding, ks, args, stoi)
         print(f"{name:<34}{n / seconds:>8.0f}{n / seconds / hf_rate:>15.2f}x")
 
 
-def costs(model, draft, ngram, prompt, args):
+def costs(model, draft, ngram, prompt):
     """What bounds the speedup: one pass of the target against k + 1 new tokens, one step of
     each drafter, in milliseconds (fastest of 50)."""
     def ms(step, setup=lambda: None):
@@ -272,15 +272,15 @@ def speculative_section(model, meta, prompt, args):
     Hugging Face's generate with and without an assistant; what each step costs."""
     stoi = meta["stoi"]
     try:
-        draft, draft_meta, _ = checkpoint.load(args.draft)
-        text = speculative.training_text()
-    except (checkpoint.CheckpointError, OSError) as e:
+        drafters = {"draft model": speculative.load_drafter(args.draft, meta),
+                    "n-gram": speculative.load_drafter("ngram", meta)}
+    except checkpoint.CheckpointError as e:
         sys.exit(f"error: {e}")
-    drafters = {"draft model": speculative.ModelDrafter(draft), "n-gram": speculative.NgramDrafter(text, stoi)}
+    draft = drafters["draft model"].model
     print(f"\nspeculative decoding: batch 1, {SPECULATIVE_TOKENS} new characters after {prompt.size(1)} "
           f"character(s), draft model {draft.num_params() / 1e6:.2f}M parameters ({draft.config.n_layer} layer)")
     print("costs, what bounds the speedup:")
-    costs(model, draft, drafters["n-gram"], prompt, args)
+    costs(model, draft, drafters["n-gram"], prompt)
     for temperature in (1.0, 0.0):
         decoding = sampling.Decoding(temperature=temperature)
         print(f"\n=== temperature {temperature:g}{' (greedy)' if temperature == 0 else ''}")

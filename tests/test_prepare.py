@@ -114,6 +114,14 @@ def test_figures_vocabulary_and_splits(prepared):
         assert pickle.load(f) == meta  # nanoGPT's format: vocab_size, stoi, itos
 
 
+def test_split_gives_the_text_and_its_ids_the_same_cut():
+    """study.py and the n-gram drafter split the text; train.bin and val.bin split its ids."""
+    text = "abcdefghij" * 3  # 30 characters: int(0.9 * 30) = 27 for training
+    assert prepare.split(text) == (text[:27], "hij")
+    train, val = prepare.split(np.arange(30))
+    assert (len(train), val.tolist()) == (27, [27, 28, 29])
+
+
 def test_prints_the_figures(tmp_path, capsys):
     status, out, _ = run_main(capsys, "--input", SHAKESPEARE, "--out_dir", str(tmp_path))
     assert status == 0

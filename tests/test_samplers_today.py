@@ -16,7 +16,6 @@ from transformers.generation.logits_process import EpsilonLogitsWarper, EtaLogit
 from conftest import META, make_sharp_model, make_tiny_model
 from sampling import (
     Decoding,
-    Run,
     beam_search,
     dry_penalty,
     dynamic_temperature,

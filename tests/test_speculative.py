@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import checkpoint
 import sample
 import sampling
-import speculative
 from conftest import META, ROOT, make_sharp_model, make_tiny_model
+from data.shakespeare_char import prepare
 from model import KVCache
 from sampling import Decoding
 from speculative import (
@@ -458,7 +458,7 @@ def ngram_text(tmp_path, monkeypatch):
     """--draft ngram counts the literal text above, not the real one."""
     path = tmp_path / "input.txt"
     path.write_text(TEXT * 10)
-    monkeypatch.setattr(speculative, "TRAINING_TEXT", str(path))
+    monkeypatch.setattr(prepare, "TEXT", str(path))
     return path
 
 
@@ -542,7 +542,7 @@ def test_what_draft_cannot_do_exits_2_with_one_line(ckpts, capsys, flags, messag
     ("ngram", "which is missing: run python data/shakespeare_char/prepare.py"),
 ])
 def test_a_draft_that_cannot_be_used_exits_1_with_one_line(ckpts, capsys, monkeypatch, tmp_path, which, message):
-    monkeypatch.setattr(speculative, "TRAINING_TEXT", str(tmp_path / "missing.txt"))
+    monkeypatch.setattr(prepare, "TEXT", str(tmp_path / "missing.txt"))
     name = {"foreign": ckpts["foreign"], "missing": str(tmp_path / "missing.pt"), "ngram": "ngram"}[which]
     status, out, err = cli(capsys, "--ckpt", ckpts["target"], "--draft", name)
     lines = err.strip().splitlines()

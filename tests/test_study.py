@@ -28,11 +28,6 @@ def run(files, *flags):
                        "--out_csv", str(files["csv"]), "--out_plot", str(files["plot"]), *flags])
 
 
-def test_split_is_prepare_py_split():
-    train, val = study.split("abcdefghij" * 3)  # 30 characters: int(0.9 * 30) = 27 for training
-    assert (len(train), val) == (27, "hij")
-
-
 def test_prompts_start_at_lines_of_the_validation_text():
     val = "tail\nONE:\nfirst\nTWO:\nsecond\n"  # lines start at 5, 10, 16 and 21; 28 characters
     # a span of 6 fits at 0..22; 3 evenly spaced positions i * 23 // 3 = 0, 7, 15 move on to 5, 10, 16

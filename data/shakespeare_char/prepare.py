@@ -37,6 +37,8 @@ TIMEOUT = 30  # seconds to connect, and for each read
 DEADLINE = 300  # seconds for the whole download
 CHUNK = 1 << 16
 FILES = ("train.bin", "val.bin", "meta.pkl")
+TEXT = os.path.join(HERE, "input.txt")  # the text that ships with the repository
+TRAIN_FRACTION = 0.9  # the first 90% of the text trains the model, the last 10% validates it
 
 
 class PrepareError(Exception):
@@ -101,6 +103,12 @@ def build_vocab(text):
     return {"vocab_size": len(chars), "stoi": stoi, "itos": itos}
 
 
+def split(sequence):
+    """The training and the validation part of a text, or of its token ids: 90% / 10%."""
+    n_train = int(TRAIN_FRACTION * len(sequence))
+    return sequence[:n_train], sequence[n_train:]
+
+
 def prepare(out_dir=HERE, input_path=None, url=URL, download=False, deadline=DEADLINE):
     """Write input.txt (copied from input_path, or downloaded when download is true or the one in
     out_dir is missing or wrong), then train.bin, val.bin and meta.pkl to out_dir. Returns the vocabulary."""
@@ -119,9 +127,9 @@ def prepare(out_dir=HERE, input_path=None, url=URL, download=False, deadline=DEA
         text = f.read()
     meta = build_vocab(text)
     ids = np.array([meta["stoi"][c] for c in text], dtype=np.uint16)  # (N,)
-    n_train = int(0.9 * len(ids))
-    write_atomically(os.path.join(out_dir, "train.bin"), lambda f: f.write(ids[:n_train].tobytes()))
-    write_atomically(os.path.join(out_dir, "val.bin"), lambda f: f.write(ids[n_train:].tobytes()))
+    train, val = split(ids)
+    write_atomically(os.path.join(out_dir, "train.bin"), lambda f: f.write(train.tobytes()))
+    write_atomically(os.path.join(out_dir, "val.bin"), lambda f: f.write(val.tobytes()))
     write_atomically(os.path.join(out_dir, "meta.pkl"), lambda f: pickle.dump(meta, f))
     return meta
 
