@@ -241,10 +241,17 @@ def row_ids(steps, row):
     return torch.tensor([i for step in steps if (i := step.ids[row, 0].item()) >= 0], dtype=torch.long)
 
 
-def printable(text, finished, stops):
-    """How much of a row's text can be printed: all but the stop string it ends with once it has
-    finished, else all but the end that may still turn out to begin a stop string."""
-    return len(cut_stop(text, stops)) if finished else len(text) - pending(text, stops)
+class Streamed:
+    """A row's text as it grows, printed as soon as it is certain: all but the stop string it ends
+    with once the row has finished, else all but the end that may still begin a stop string."""
+
+    def __init__(self, stops):
+        self.stops, self.text, self.shown = stops, "", 0
+
+    def flush(self, finished):
+        ready = len(cut_stop(self.text, self.stops)) if finished else len(self.text) - pending(self.text, self.stops)
+        print(self.text[self.shown:ready], end="", flush=True)
+        self.shown = max(self.shown, ready)
 
 
 def print_samples(model, idx, args, itos, stoi):
@@ -254,14 +261,12 @@ def print_samples(model, idx, args, itos, stoi):
     generators = [torch.Generator(args.device).manual_seed(args.seed + i) for i in range(args.num_samples)]
     prompt, stops = checkpoint.decode(idx[0], itos), args.decoding.stop
     print(prompt, end="", flush=True)
-    steps, text, shown = [], "", 0
+    steps, first = [], Streamed(stops)
     for step in sampling.stream(model, rows, args.max_new_tokens, args.decoding, generators,
                                 use_cache=not args.no_cache, stoi=stoi):
         steps.append(step)
-        text += itos[step.ids[0, 0].item()] if step.ids[0, 0] >= 0 else ""
-        ready = printable(text, step.finished[0], stops)
-        print(text[shown:ready], end="", flush=True)
-        shown = max(shown, ready)
+        first.text += itos[step.ids[0, 0].item()] if step.ids[0, 0] >= 0 else ""
+        first.flush(step.finished[0])
     print()
     for i in range(args.num_samples):
         ids = row_ids(steps, i)
@@ -341,14 +346,14 @@ def walk(model, idx, decoding, args, itos, stoi):
     prompt, stops, words = checkpoint.decode(idx[0], itos), decoding.stop, WORDS[args.lang]
     print(f"{words['prompt']} {visible(prompt)!r} -> {words['ids']} {idx[0].tolist()[:12]}"
           f"{' ...' if idx.size(1) > 12 else ''}, {words['shape']} {tuple(idx.shape)}")
-    events, context, text, shown = [], idx, "", 0
+    events, context, out = [], idx, Streamed(stops)
     if args.steps == 0 or args.max_new_tokens == 0:
         print(prompt, end="")
     for number, step in enumerate(sampling.stream(model, idx, args.max_new_tokens, decoding, generator,
                                                   not args.no_cache, stoi, lambda *event: events.append(event)), 1):
         if step.ids[0, 0] >= 0:
             context = torch.cat((context, step.ids), dim=1)  # (1, T + 1)
-            text += itos[step.ids[0, 0].item()]
+            out.text += itos[step.ids[0, 0].item()]
         if number <= args.steps:
             print_step(number, events, step, context, itos, number > 1 and not args.no_cache, words)
             if number == 1:
@@ -357,9 +362,7 @@ def walk(model, idx, decoding, args, itos, stoi):
             print(f"\n{words['rest']}\n")
             print(prompt, end="")
         if number >= args.steps:
-            ready = printable(text, step.finished[0], stops)
-            print(text[shown:ready], end="", flush=True)
-            shown = max(shown, ready)
+            out.flush(step.finished[0])
         events.clear()
     print()
 
@@ -486,24 +489,23 @@ def speculate(model, meta, idx, args):
               f"drafter {args.draft}, {args.num_draft_tokens} characters per round")
     else:
         print(prompt, end="", flush=True)
-    rounds, text, shown = [], "", 0
+    rounds, out = [], Streamed(stops)
     start = time.perf_counter()
     for number, r in enumerate(speculative.speculative_stream(model, drafter, idx, args.max_new_tokens, args.decoding,
                                                               args.num_draft_tokens, generator, meta["stoi"]), 1):
         rounds.append(r)
-        text += checkpoint.decode(r.tokens, itos)
+        out.text += checkpoint.decode(r.tokens, itos)
         if number <= steps:
-            ending = r.finished and ("a stop string completed" if cut_stop(text, stops) != text else
+            ending = r.finished and ("a stop string completed" if cut_stop(out.text, stops) != out.text else
                                      "the settings left no character to draw")
-            print_round(number, r, prompt + text, itos, args.decoding.is_greedy, ending)
+            print_round(number, r, prompt + out.text, itos, args.decoding.is_greedy, ending)
             if number == steps:
                 print("\n...the remaining rounds, the same way:\n")
                 print(prompt, end="")
         if number >= steps:
-            ready = printable(text, r.finished, stops)
-            print(text[shown:ready], end="", flush=True)
-            shown = max(shown, ready)
+            out.flush(r.finished)
     seconds = time.perf_counter() - start
+    text = out.text
     if len(rounds) < steps:  # fewer rounds than --steps: the text is printed once, at the end
         print("\nthe text:\n" + prompt + cut_stop(text, stops), end="")
     print()

@@ -33,6 +33,12 @@ def greedy(logits):
     return torch.argmax(logits, dim=-1, keepdim=True)  # (B, V) -> (B, 1)
 
 
+def argmax_only(logits):
+    """The logits with every token but the argmax at -inf: temperature 0 as a stage. (B, V) -> (B, V)"""
+    others = torch.ones_like(logits, dtype=torch.bool).scatter(1, greedy(logits), False)  # (B, V)
+    return logits.masked_fill(others, float("-inf"))
+
+
 def sample(logits, generator=None):
     """next ~ Categorical(softmax(logits)): one draw from the distribution, which is what
     torch.multinomial(probs, 1) does. (B, V) -> (B, 1)
@@ -87,8 +93,7 @@ def dynamic_temperature(logits, temperature, delta, exponent=1.0):
     h = entropy(logits)[:, None]  # (B, 1)
     low, high = max(0.0, temperature - delta), temperature + delta
     tau = low + (high - low) * (h / h_max).clamp(min=0) ** exponent  # (B, 1)
-    argmax_only = logits.masked_fill(torch.ones_like(finite).scatter(1, greedy(logits), False), float("-inf"))
-    warped = torch.where(tau > 0, logits / tau.clamp(min=1e-30), argmax_only)  # (B, V)
+    warped = torch.where(tau > 0, logits / tau.clamp(min=1e-30), argmax_only(logits))  # (B, V)
     return torch.where(count >= 2, warped, logits)
 
 
@@ -528,9 +533,7 @@ class Decoding:
             yield "no_repeat", Stage(f"no repeated {self.no_repeat_ngram_size}-gram",
                                      lambda z, run: no_repeat_ngram(z, run.ids, self.no_repeat_ngram_size))
         if self.is_greedy and self.order == "llama.cpp":
-            yield "temperature", Stage("temperature 0: the argmax only",
-                                       lambda z, run: z.masked_fill(torch.ones_like(z, dtype=torch.bool)
-                                                                    .scatter(1, greedy(z), False), float("-inf")))
+            yield "temperature", Stage("temperature 0: the argmax only", lambda z, run: argmax_only(z))
         elif self.dynatemp_range:
             yield "temperature", Stage(
                 f"dynamic temperature {self.temperature:g} ± {self.dynatemp_range:g}",
