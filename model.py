@@ -121,7 +121,8 @@ class KVCache:
 
     def reorder(self, rows):
         """Keep the rows (B',) of the batch, in that order (beam search follows its surviving beams).
-        Only the filled positions are copied; the batch grows or shrinks when B' differs from B."""
+        With B' = B only the filled positions are copied, in place; otherwise the buffers are
+        gathered whole, and the batch grows or shrinks to B'."""
         if len(rows) != self.k.size(1):
             self.k, self.v = self.k[:, rows], self.v[:, rows]  # (L, B', H, block_size, D)
             return

@@ -179,7 +179,8 @@ def eta_filter(logits, epsilon, min_tokens_to_keep=1):
 
         p_i >= eta = min(epsilon, sqrt(epsilon) * exp(-H)),   H the entropy of p in nats
 
-    The bar drops when the distribution is flat (high H), so more tokens stay there."""
+    The bar drops when the distribution is flat (high H), so more tokens stay there. The paper
+    calls the setting epsilon too; --eta_cutoff is Hugging Face's name for it."""
     if not 0 < epsilon < 1:
         raise ValueError(f"eta_cutoff must be in (0, 1), got {epsilon}")
     eta = torch.clamp(math.sqrt(epsilon) * torch.exp(-entropy(logits)), max=epsilon)[:, None]  # (B, 1)
@@ -640,7 +641,8 @@ def model_input(idx, cache, block_size, new=1):
     tokens: T^2 work over a generation up to block_size, T * block_size after. With a KVCache it
     reads only the `new` tokens not cached yet. Learned position embeddings cannot slide, so
     when the cache is full it restarts (empties it) from the last W = block_size // 2 tokens:
-    one prefill of W tokens every W + 1 steps, and a context that drops to W tokens at that
+    one prefill of W tokens every block_size + 1 - W steps (W + 1 when block_size is even, as
+    the shipped model's 128 is), and a context that drops to W tokens at that
     point and grows back (without the cache it is always block_size)."""
     if cache is None:
         return idx[:, -block_size:]  # (B, min(T, block_size))

@@ -4,6 +4,7 @@ Noto Sans CJK SC Regular (Debian package fonts-noto-cjk), so that their figures 
 machine without a system font.
 
     python fonts/subset.py          # from the repository root, after editing notebooks/zh/*.ipynb
+    python fonts/subset.py PATH     # PATH: NotoSansCJK-Regular.ttc, when fontconfig cannot find it
 
 The characters are BASE below plus every character in the code cells of notebooks/zh/*.ipynb.
 The output is deterministic: the same characters give the same bytes.
@@ -12,12 +13,12 @@ Needs fontTools (a dependency of matplotlib); cjk.py, which uses the font, does 
 import glob
 import json
 import os
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SOURCE = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
-SOURCE_FAMILY = "Noto Sans CJK SC"
+SOURCE_FAMILY = "Noto Sans CJK SC"  # a face of NotoSansCJK-Regular.ttc
 OUTPUT = os.path.join(HERE, "NotoSansSC-subset.otf")
 FAMILY = "Noto Sans SC Subset"  # a name of its own, so that a system-wide Noto CJK never shadows it
 POSTSCRIPT_NAME = "NotoSansSCSubset-Regular"
@@ -77,7 +78,7 @@ def rename(font, family, postscript_name):
     cff.topDictIndex[0].FamilyName = family
 
 
-def build(text, source=SOURCE, output=OUTPUT):
+def build(text, source, output=OUTPUT):
     """Write the face SOURCE_FAMILY of source, cut down to the characters of text, to output:
     no hinting, no vertical writing, no alternate forms for other languages (only the layout
     features of horizontal text), the copyright and licence names kept."""
@@ -94,12 +95,23 @@ def build(text, source=SOURCE, output=OUTPUT):
     subset.save_font(font, output, options)
 
 
+def find_source():
+    """The file that holds Noto Sans CJK SC on this machine, as fontconfig finds it; None when
+    fontconfig is missing or offers another font in its place."""
+    try:
+        path = subprocess.run(["fc-match", "-f", "%{file}", SOURCE_FAMILY], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    return path if os.path.basename(path).startswith("NotoSansCJK") else None
+
+
 def main():
-    if not os.path.isfile(SOURCE):
-        sys.exit(f"{SOURCE} not found: install the Debian package fonts-noto-cjk "
-                 "(apt-get install fonts-noto-cjk)")
+    source = sys.argv[1] if len(sys.argv) > 1 else find_source()
+    if not source or not os.path.isfile(source):
+        sys.exit(f"{source or SOURCE_FAMILY} not found: install the Debian package fonts-noto-cjk "
+                 "(apt-get install fonts-noto-cjk), or give the path of NotoSansCJK-Regular.ttc")
     text = characters()
-    build(text)
+    build(text, source)
     print(f"{os.path.relpath(OUTPUT)}: {len(text)} characters, {os.path.getsize(OUTPUT) / 1024:.0f} KB")
 
 
