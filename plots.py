@@ -30,6 +30,15 @@ KEPT = "tab:blue"  # a token that can be drawn
 CHOSEN = "tab:orange"  # the token picked, or the one the text is about
 REMOVED = "lightgrey"  # a token a filter took out of the draw
 
+# The words this module writes on the axes itself, in each language of the notebooks.
+WORDS = {
+    "en": {"next": "next character", "probability": "probability", "chosen": "the character chosen at each step",
+           "kept": "characters kept", "step": "step (characters generated)", "prompt": "prompt", "beam": "beam {}"},
+    "zh": {"next": "下一个字符", "probability": "概率", "chosen": "每一步选中的字符", "kept": "保留的字符数",
+           "step": "步（已生成的字符数）", "prompt": "提示词", "beam": "第 {} 束"},
+}
+words = WORDS["en"]
+
 cjk.use_chinese_font()  # 小 冬 瓜 and Chinese labels draw as characters, from fonts/, on any machine
 plt.rcParams.update({
     "figure.dpi": 80,  # inline output: small files, still sharp
@@ -42,6 +51,14 @@ plt.rcParams.update({
     "axes.spines.top": False,
     "axes.spines.right": False,
 })
+
+
+def use_language(language):
+    """Write the axis labels of this module's figures in `language`: "en" or "zh" (notebooks/zh)."""
+    global words
+    if language not in WORDS:
+        raise ValueError(f"language must be one of {', '.join(WORDS)}, got {language!r}")
+    words = WORDS[language]
 
 
 def save(fig, name, dpi=100):
@@ -73,14 +90,15 @@ def bar_distribution(ax, probs, itos, highlight=None, removed=None, ids=None, ti
     ax.bar(range(len(ids)), probs[ids].tolist(), color=colors, edgecolor="black", linewidth=0.3)
     ax.set_xticks(range(len(ids)), labels(ids, itos))
     ax.set_xlim(-0.7, len(ids) - 0.3)
-    ax.set(xlabel="next character", ylabel="probability", title=title)
+    ax.set(xlabel=words["next"], ylabel=words["probability"], title=title)
     return ax
 
 
-def grouped_bars(ax, series, names, colors=None, title=None, ylabel="probability", fmt=None):
+def grouped_bars(ax, series, names, colors=None, title=None, ylabel=None, fmt=None):
     """Several series side by side for each name: series {label: values (N,)}, names (N,) tick labels.
 
-    fmt: a format such as "{:.2f}" to print each value above its bar (for a few bars only)."""
+    ylabel: the y axis' label (default: probability). fmt: a format such as "{:.2f}" to print each
+    value above its bar (for a few bars only)."""
     width = 0.8 / len(series)
     for j, (label, values) in enumerate(series.items()):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(names))]
@@ -90,7 +108,7 @@ def grouped_bars(ax, series, names, colors=None, title=None, ylabel="probability
             ax.bar_label(bars, [fmt.format(float(v)) for v in values], fontsize=11, padding=2)
             ax.margins(y=0.25)
     ax.set_xticks(range(len(names)), names)
-    ax.set(ylabel=ylabel, title=title)
+    ax.set(ylabel=ylabel or words["probability"], title=title)
     ax.legend()
     return ax
 
@@ -101,7 +119,7 @@ def kept_count_curve(ax, counts, text, title=None):
     for label, values in counts.items():
         ax.step(range(len(text)), list(map(int, values)), where="mid", label=label, lw=2.5)
     ax.set_xticks(range(len(text)), [visible(c) for c in text], fontsize=11)
-    ax.set(xlabel="the character chosen at each step", ylabel="characters kept", title=title)
+    ax.set(xlabel=words["chosen"], ylabel=words["kept"], title=title)
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper right")
     return ax
@@ -124,11 +142,11 @@ def beam_tree(ax, steps, itos, finals, title=None):
             ax.text(t, rank, visible(itos[beam[-1]]), ha="center", va="center", fontsize=16,
                     color="black" if on else "grey", zorder=3)
     ax.scatter(0, place[()][1], s=900, color=CHOSEN, zorder=2)
-    ax.text(0, place[()][1] + 0.35, "prompt", ha="center", va="top", fontsize=12)
+    ax.text(0, place[()][1] + 0.35, words["prompt"], ha="center", va="top", fontsize=12)
     ax.set_xticks(range(len(steps) + 1))
-    ax.set_yticks(range(len(steps[0])), [f"beam {r + 1}" for r in range(len(steps[0]))])
+    ax.set_yticks(range(len(steps[0])), [words["beam"].format(r + 1) for r in range(len(steps[0]))])
     ax.set_ylim(len(steps[0]) - 0.5, -0.5)  # beam 1 on top
-    ax.set(xlabel="step (characters generated)", title=title)
+    ax.set(xlabel=words["step"], title=title)
     ax.spines[["left", "bottom"]].set_visible(False)
     ax.tick_params(length=0)
     return ax

@@ -6,13 +6,15 @@ machine without a system font.
     python fonts/subset.py          # from the repository root, after editing notebooks/zh/*.ipynb
     python fonts/subset.py PATH     # PATH: NotoSansCJK-Regular.ttc, when fontconfig cannot find it
 
-The characters are BASE below plus every character in the code cells of notebooks/zh/*.ipynb.
+The characters are BASE below, the Chinese ones of plots.py, and every character in the code
+cells of notebooks/zh/*.ipynb.
 The output is deterministic: the same characters give the same bytes.
 Needs fontTools (a dependency of matplotlib); cjk.py, which uses the font, does not.
 """
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -50,9 +52,13 @@ def code_characters(notebook_path):
 
 
 def characters(root=ROOT):
-    """The characters the font must hold: BASE and the code cells of root/notebooks/zh/*.ipynb,
-    without whitespace other than the space, as one sorted string."""
+    """The characters the font must hold: BASE, the Chinese of plots.py (its axis labels) and the
+    code cells of root/notebooks/zh/*.ipynb, without whitespace other than the space, as one
+    sorted string."""
     chars = set(BASE)
+    if os.path.isfile(os.path.join(root, "plots.py")):
+        with open(os.path.join(root, "plots.py"), encoding="utf-8") as f:
+            chars |= set(re.findall(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]", f.read()))
     for path in sorted(glob.glob(os.path.join(root, "notebooks", "zh", "*.ipynb"))):
         chars |= code_characters(path)
     return "".join(sorted(c for c in chars if c == " " or not c.isspace()))

@@ -9,11 +9,13 @@ import warnings
 
 import matplotlib
 import pytest
+import torch
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont, fontManager
 from matplotlib.ft2font import FT2Font
 
 import cjk
+import plots
 
 CJK = re.compile("[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
 
@@ -91,9 +93,9 @@ def test_characters_come_from_code_cells_only(tmp_path):
 
 
 def test_font_holds_every_cjk_character_of_the_chinese_notebooks():
-    """The base set and notebooks/zh/*.ipynb: rerun python fonts/subset.py when this fails."""
+    """The base set, plots.py and notebooks/zh/*.ipynb: rerun python fonts/subset.py when this fails."""
     wanted = CJK.findall(load_subset_script().characters())
-    assert {"小", "冬", "瓜", "概", "率", "，", "。"} <= set(wanted)
+    assert {"小", "冬", "瓜", "，", "。"} | set("".join(plots.WORDS["zh"].values())) - {" ", "{", "}"} <= set(wanted)
     charmap = FT2Font(cjk.FONT).get_charmap()
     assert [c for c in wanted if ord(c) not in charmap] == []
 
@@ -101,3 +103,17 @@ def test_font_holds_every_cjk_character_of_the_chinese_notebooks():
 def test_licence_lies_beside_the_font():
     with open(os.path.join(os.path.dirname(cjk.FONT), "OFL.txt"), encoding="utf-8") as f:
         assert "SIL OPEN FONT LICENSE Version 1.1" in f.read()
+
+
+def test_the_chinese_notebooks_get_chinese_axis_labels():
+    fig = Figure()
+    try:
+        plots.use_language("zh")
+        ax = plots.bar_distribution(fig.subplots(), torch.tensor([0.7, 0.2, 0.1]), ["小", "冬", "瓜"])
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("下一个字符", "概率")
+        with pytest.raises(ValueError, match="language must be one of en, zh"):
+            plots.use_language("fr")
+    finally:
+        plots.use_language("en")
+    ax = plots.grouped_bars(fig.subplots(), {"τ = 1": [0.7, 0.3]}, ["小", "冬"])
+    assert ax.get_ylabel() == "probability"
