@@ -42,7 +42,7 @@ ARTICLE_PROMPT = "\nAnd Nero "  # the prompt of the article the lesson follows: 
 LESSON = [
     (("greedy", "next = argmax(logits)"), ("贪心解码", "下一个 = argmax(logits)"), Decoding(temperature=0)),
     (("multinomial sampling", "next ~ softmax(logits): one categorical draw"),
-     ("多项式采样", "下一个 ~ softmax(logits)：按概率抽一次（类别分布）"), Decoding()),
+     ("多项分布采样", "下一个 ~ softmax(logits)：按概率抽一次（类别分布）"), Decoding()),
     (("temperature", "next ~ softmax(logits / τ): τ > 1 flattens, τ < 1 sharpens"),
      ("温度", "下一个 ~ softmax(logits / τ)：τ > 1 更平，τ < 1 更尖"), Decoding(temperature=2.0)),
     (("top-k", "only the k most likely characters stay in the draw"),

@@ -303,7 +303,7 @@ def readme_section(rows):
     require(below(pen, g, "repetition") and below(h, pen, "repetition"), "the penalty helps greedy, not enough")
     diverse = [n for n in TRUNCATED if overlap(rows[n], h, "distinct_1")]
     spell = [n for n in TRUNCATED if below(pure, rows[n], "real_words")]
-    require(all(below(rows[n], h, "perplexity") for n in TRUNCATED), "no truncation reaches human perplexity")
+    require(all(below(rows[n], h, "perplexity") for n in TRUNCATED), "none of the samplers that shrink the tail reaches human perplexity")
     require(below(pure, h, "perplexity"), "pure sampling scores below the real text's perplexity")
     require(below(g, b, "repetition"), "beam search repeats more than greedy")
     p9, p95 = rows["top-p 0.9"], rows["top-p 0.95"]
@@ -334,14 +334,14 @@ varied (distinct-1 {g['distinct_1']:.2f} and {b['distinct_1']:.2f} against {h['d
 complete a 4-word sequence they already wrote (real text: {100 * h['repetition']:.1f}%); every one of these
 differences lies outside the intervals. A repetition penalty of 1.3 on greedy helps
 ({100 * pen['repetition']:.1f}% repeats) but does not close the gap. The distinct-1 interval of {len(diverse)} of the
-{len(TRUNCATED)} truncated samplers ({', '.join(diverse)}) overlaps the real text's, with no
+{len(TRUNCATED)} samplers that shrink the tail ({', '.join(diverse)}; temperature lowers it, the others cut it) overlaps the real text's, with no
 repeats, and {len(spell)} of them ({', '.join(spell)}) spell better than pure sampling
 ({pct(pure['real_words'])} real words; their intervals lie above it).
 
 **What does not.** On 65 symbols pure sampling does not wander off in perplexity: its samples
 score {pure['perplexity']:.2f}, *below* the real text's {h['perplexity']:.2f} (in the paper's Table 1, GPT-2 Large's pure
-samples scored 22.73 against 12.38 for human text); the unlikely tail shows up only as misspelt words. No truncation strategy
-reaches human perplexity, so nucleus sampling is not clearly the closest to human text here. Beam
+samples scored 22.73 against 12.38 for human text); the unlikely tail shows up only as misspelt words. None of the samplers
+that shrink the tail reaches human perplexity, so nucleus sampling is not clearly the closest to human text here. Beam
 search repeats more than greedy, where the paper found the opposite. Top-p 0.9 and 0.95 differ by
 less than their noise in {len(same_p)} of the {len(COLUMNS)} measures; typical 0.9 behaves like top-p 0.9
 (notebook 6 shows why).

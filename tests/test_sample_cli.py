@@ -339,7 +339,7 @@ def test_meta_that_does_not_match(ckpt, meta, tmp_path, capsys):
 def test_the_walkthrough_in_chinese_explains_the_same_steps(ckpt, capsys):
     flags = ["--ckpt", ckpt, "--walkthrough", "--max_new_tokens", "12", "--steps", "2"]
     english, chinese = run_main(capsys, *flags), run_main(capsys, *flags, "--lang", "zh")
-    for title in ["1. 贪心解码", "2. 多项式采样", "3. 温度", "4. Top-K", "5. 重复性惩罚"]:
+    for title in ["1. 贪心解码", "2. 多项分布采样", "3. 温度", "4. Top-K", "5. 重复性惩罚"]:
         assert title in chinese
     assert "第 1 步: 编号 (1, 10) -> 模型 -> logits (1, 10, 65)" in chinese and "选中" in chinese
     texts = lambda out: [block.split("\n\n")[-1] for block in out.split("=" * 78)[2::2]]  # noqa: E731
