@@ -9,7 +9,7 @@ The default order is the one of Hugging Face transformers:
     logit bias -> repetition -> frequency/presence -> DRY -> no-repeat n-gram    (penalties)
     -> temperature (or dynamic temperature) -> top-k -> top-p -> min-p -> typical
     -> epsilon -> eta -> top-n-sigma -> XTC -> mirostat                           (warpers)
-    -> softmax -> multinomial draw (or argmax when temperature == 0)
+    -> softmax -> categorical draw (or argmax when temperature == 0)
 
 and Decoding(order="llama.cpp") gives llama.cpp's default chain, temperature last:
 
@@ -39,24 +39,36 @@ def argmax_only(logits):
     return logits.masked_fill(others, float("-inf"))
 
 
-def sample(logits, generator=None):
-    """next ~ Categorical(softmax(logits)): one draw from the distribution, which is what
-    torch.multinomial(probs, 1) does. (B, V) -> (B, 1)
-
-    generator: a seeded torch.Generator for repeatable draws, or a list of B of them, one per
-    row, so that a row of a batch draws exactly what it would draw decoded alone."""
-    probs = F.softmax(logits, dim=-1)  # (B, V)
-    if isinstance(generator, (list, tuple)):
-        return torch.cat([torch.multinomial(row[None], 1, generator=g) for row, g in zip(probs, generator)])  # (B, 1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-
-
 def uniform(rows, generator=None, device=None):
     """One number drawn uniformly from [0, 1) per row, from the row's own generator when
     `generator` is a list of them (as sample() takes it). -> (rows,)"""
     if isinstance(generator, (list, tuple)):
         return torch.cat([torch.rand(1, generator=g, device=device) for g in generator])  # (B,)
     return torch.rand(rows, generator=generator, device=device)  # (B,)
+
+
+def categorical(probs, generator=None):
+    """One draw per row from the distribution probs (B, V) (a row is scaled by its sum), by
+    inverting its cumulative distribution F(i) = p_0 + ... + p_i:
+
+        u ~ Uniform[0, 1),   next = the first i with F(i) > u · F(V - 1)
+
+    so token i comes out when u falls in an interval of width p_i, and a token of probability 0
+    never does (its F(i) equals F(i - 1)). The draw reads only torch.rand, whose numbers are the
+    same on every machine and PyTorch version tried for the same seed (torch.multinomial's
+    changed in PyTorch 2.7). generator: as in uniform(). (B, V) -> (B, 1)"""
+    cdf = probs.float().cumsum(dim=-1)  # (B, V), non-decreasing
+    u = uniform(probs.size(0), generator, probs.device)[:, None] * cdf[:, -1:]  # (B, 1): u < 1 keeps it below F(V - 1)
+    return torch.searchsorted(cdf, u, right=True)  # (B, 1): the first i with F(i) > u
+
+
+def sample(logits, generator=None):
+    """next ~ Categorical(softmax(logits)): one draw from the distribution (categorical()).
+    (B, V) -> (B, 1)
+
+    generator: a seeded torch.Generator for repeatable draws, or a list of B of them, one per
+    row, so that a row of a batch draws exactly what it would draw decoded alone."""
+    return categorical(F.softmax(logits, dim=-1), generator)  # (B, V) -> (B, 1)
 
 
 # ----------------------------------------------------------------------------- warpers

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 import checkpoint
 from data.shakespeare_char import prepare
-from sampling import Decoding, Run, ends_with, process, window_start
+from sampling import Decoding, Run, categorical, ends_with, process, window_start
 
 DRAFT_TOKENS = 5  # k: near the fastest for both drafters on the shipped model (bench/bench_generate.py)
 
@@ -86,7 +86,7 @@ def accept_or_resample(p, q, drafted, u, generator=None):
     n = stands.int().cumprod(dim=-1).sum(dim=-1)  # (...,): drafts before the first rejection
     q = torch.cat((q, torch.zeros_like(p[..., :1, :])), dim=-2)  # (..., k + 1, V)
     last = residual(at(p, n), at(q, n))  # (..., V)
-    token = torch.multinomial(last.reshape(-1, last.size(-1)), 1, generator=generator)  # (rounds, 1)
+    token = categorical(last.reshape(-1, last.size(-1)), generator)  # (rounds, 1)
     return n, token.view(n.shape)
 
 

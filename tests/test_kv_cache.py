@@ -237,7 +237,9 @@ def test_penalties_are_counted_per_row():
 
 
 def test_the_shipped_model_s_cached_logits_are_within_the_stated_bound():
-    """The README and notebook 8 state 2e-5 for the shipped model within block_size (measured 1.6e-5)."""
+    """The README and notebook 8 state 1e-4 for the shipped model within block_size: float32 rounding,
+    measured at 1e-5 to 2e-5 with other CPU kernels (ATEN_CPU_CAPABILITY), threads and PyTorch
+    versions, so the bound holds with room on a machine that rounds otherwise."""
     import checkpoint
 
     model, meta, _ = checkpoint.load()
@@ -250,4 +252,4 @@ def test_the_shipped_model_s_cached_logits_are_within_the_stated_bound():
             cached = next_logits(model, seq[:, :t], cache, new=10 if t == 10 else 1)  # (1, V)
             full = model(seq[:, :t])[0][:, -1]  # (1, V)
             gap = max(gap, (cached - full).abs().max().item())
-    assert 0 < gap < 2e-5
+    assert 0 < gap < 1e-4

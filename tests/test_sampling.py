@@ -21,7 +21,7 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from conftest import META, make_sharp_model, make_tiny_model
+from conftest import META, hugging_face_models, make_sharp_model, make_tiny_model
 from hf_gpt2 import hf_copy
 from sampling import (
     Decoding,
@@ -29,6 +29,7 @@ from sampling import (
     Run,
     apply_temperature,
     beam_search,
+    categorical,
     frequency_presence_penalty,
     generate,
     greedy,
@@ -620,6 +621,27 @@ def test_sample_frequencies_follow_the_softmax():
     torch.testing.assert_close(freq, torch.tensor(TOY_P, dtype=torch.float64), atol=0.006, rtol=0)
 
 
+def test_a_draw_inverts_the_cumulative_distribution_of_torch_rand():
+    """The textbook draw, by hand: u from torch.rand with the same seed, then the first token whose
+    cumulative probability exceeds u. For 0.7, 0.2, 0.1 the cumulative sums are 0.7, 0.9, 1.0."""
+    us = torch.rand(50, generator=torch.Generator().manual_seed(3)).tolist()
+    by_hand = [0 if u < 0.7 else 1 if u < 0.9 else 2 for u in us]
+    g = torch.Generator().manual_seed(3)
+    assert [categorical(torch.tensor([TOY_P]), g).item() for _ in range(50)] == by_hand
+    assert len(set(by_hand)) == 3
+
+
+@pytest.mark.parametrize("u", [0.0, 0.5, 1 - 2 ** -24])  # the smallest and the largest float32 torch.rand gives
+def test_a_token_of_probability_zero_never_comes_out(u, monkeypatch):
+    import sampling
+
+    monkeypatch.setattr(sampling, "uniform", lambda rows, generator=None, device=None: torch.full((rows,), u))
+    probs = torch.tensor([[0.0, 0.3, 0.0, 0.2, 0.0, 0.0], [0.0, 0.0, 0.0, 1e-30, 0.0, 0.0], [0.1, 0.0, 0.0, 0.0, 0.0, 0.7]])
+    chosen = categorical(probs)[:, 0].tolist()  # (3,)
+    assert all(probs[row, i] > 0 for row, i in enumerate(chosen)), chosen
+    assert chosen == {0.0: [1, 3, 0], 0.5: [1, 3, 5], 1 - 2 ** -24: [3, 3, 5]}[u]
+
+
 def test_sample_with_one_generator_per_row_matches_each_row_alone():
     z = random_logits(9, B=3, scale=0.5)
     seeds = [5, 6, 7]
@@ -827,6 +849,7 @@ def model_pair(request):
     return model, hf_copy(model)
 
 
+@hugging_face_models
 @torch.no_grad()
 def test_hugging_face_gpt2_has_our_logits(model_pair):
     model, hf = model_pair
@@ -834,6 +857,7 @@ def test_hugging_face_gpt2_has_our_logits(model_pair):
     torch.testing.assert_close(hf(idx).logits, model(idx)[0], atol=1e-5, rtol=0)
 
 
+@hugging_face_models
 @torch.no_grad()
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_beam_search_matches_hugging_face(model_pair, use_cache):
@@ -849,6 +873,7 @@ def test_beam_search_matches_hugging_face(model_pair, use_cache):
         torch.testing.assert_close(scores, out.sequences_scores, atol=1e-5, rtol=0)
 
 
+@hugging_face_models
 @torch.no_grad()
 def test_greedy_matches_hugging_face(model_pair):
     model, hf = model_pair
