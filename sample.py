@@ -24,6 +24,10 @@ import sys
 import time
 from dataclasses import fields, replace
 
+import cli
+
+cli.require_torch_and_numpy()  # before torch is imported: one line, not pages, on a pair that cannot work
+
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +35,6 @@ import checkpoint
 import metrics
 import sampling
 import speculative
-from cli import Parser, unescape
 from sampling import Decoding
 from show import candidates_table, logprobs_table, visible
 
@@ -90,7 +93,7 @@ MAX_DRAFT_TOKENS = 16
 
 def parse_bias(text):
     """'e:-5,z:+2' -> (('e', -5.0), ('z', 2.0)); a character may be ',' or ':' itself, '\\n' a newline."""
-    text, entries, at = unescape(text), [], 0
+    text, entries, at = cli.unescape(text), [], 0
     entry = re.compile(r"(.):([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:,|$)", re.DOTALL)
     while at < len(text):
         match = entry.match(text, at)
@@ -104,7 +107,7 @@ def parse_bias(text):
     return tuple(entries)
 
 
-FLAG_TYPES = {"bias": parse_bias, str: unescape}  # Decoding's kinds that are not plain int or float
+FLAG_TYPES = {"bias": parse_bias, str: cli.unescape}  # Decoding's kinds that are not plain int or float
 
 
 def add_decoding_flags(group):
@@ -121,10 +124,10 @@ def add_decoding_flags(group):
 
 
 def build_parser():
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=checkpoint.DEFAULT_CKPT, help="checkpoint file (ours or nanoGPT's)")
     p.add_argument("--meta", help="meta.pkl with the vocabulary, for checkpoints that do not carry one")
-    p.add_argument("--start", type=unescape,
+    p.add_argument("--start", type=cli.unescape,
                    help="the prompt (default: a newline; the article's '\\nAnd Nero ' for the lessons)")
     p.add_argument("--num_samples", type=int, default=1,
                    help=f"samples to draw, decoded together in one batch (at most {MAX_SAMPLES})")

@@ -30,6 +30,10 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import cli
+
+cli.require_torch_and_numpy()  # before torch is imported: one line, not pages, on a pair that cannot work
+
 import numpy as np
 import torch
 

@@ -38,6 +38,29 @@ def make_sharp_model(seed=0):
     return model
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """python -m pytest -m notebooks executes one notebook per core (pytest-xdist's -n auto), unless
+    -n says otherwise; each notebook runs on one thread (test_notebooks.py)."""
+    worker = hasattr(config, "workerinput")  # a worker runs this hook too: it must not start workers of its own
+    if config.option.markexpr == "notebooks" and config.pluginmanager.hasplugin("xdist") and not worker \
+            and config.option.numprocesses is None:
+        config.option.numprocesses = "auto"
+
+
+def transformers_runs_models():
+    """transformers 5 runs its models (GPT-2, generate()) on PyTorch >= 2.6 only; its logits
+    processors are plain tensor code and run on every PyTorch this project allows."""
+    from transformers.utils import is_torch_available
+
+    return is_torch_available()
+
+
+# The tests that load our weights into Hugging Face's GPT-2: skipped on an older PyTorch.
+hugging_face_models = pytest.mark.skipif(not transformers_runs_models(),
+                                         reason="transformers runs its models on PyTorch >= 2.6 only")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the thread

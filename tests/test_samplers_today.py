@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers.generation.logits_process import EpsilonLogitsWarper, EtaLogitsWarper, SequenceBiasLogitsProcessor
 
-from conftest import META, make_sharp_model, make_tiny_model
+from conftest import META, hugging_face_models, make_sharp_model, make_tiny_model
 from sampling import (
     Decoding,
     beam_search,
@@ -322,6 +322,7 @@ def test_generate_refuses_stop_strings_and_reports_a_row_with_nothing_left():
 
 # ----------------------------------------------------------------------------- beam search with a stop: HF
 
+@hugging_face_models
 @torch.no_grad()
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0, -1.0])
 def test_beam_search_with_a_stop_token_matches_hugging_face_eos(length_penalty):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import checkpoint
 import sample
 import sampling
-from conftest import META, ROOT, make_sharp_model, make_tiny_model
+from conftest import META, ROOT, hugging_face_models, make_sharp_model, make_tiny_model
 from data.shakespeare_char import prepare
 from model import KVCache
 from sampling import Decoding
@@ -339,6 +339,7 @@ def first_layer(model):
     return one
 
 
+@hugging_face_models
 @torch.no_grad()
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_greedy_matches_hugging_face_assisted_generation(seed):
