@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random model (fast, offline) and Tiny Shakespeare as committed in data/."""
 import os
+import signal
 import sys
 
 import pytest
@@ -19,6 +20,12 @@ SHAKESPEARE = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")  # com
 @pytest.fixture
 def meta():
     return {"vocab_size": META["vocab_size"], "stoi": dict(META["stoi"]), "itos": dict(META["itos"])}
+
+
+def ctrl_c_reaches_it():
+    """preexec_fn for a child a test interrupts: a process started from a shell's background job
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt; restore the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def make_tiny_model(seed=0, block_size=16, n_layer=2, n_head=2, n_embd=32):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import CHARS, ROOT, SHAKESPEARE
+from conftest import CHARS, ROOT, SHAKESPEARE, ctrl_c_reaches_it
 from data.shakespeare_char import prepare
 
 SCRIPT = os.path.join(ROOT, "data", "shakespeare_char", "prepare.py")
@@ -188,7 +188,7 @@ def test_an_endless_body_is_cut_at_the_size_of_the_text(tmp_path, server):
 
 def test_ctrl_c_during_the_download_is_one_line(tmp_path, server):
     process = subprocess.Popen([sys.executable, SCRIPT, "--url", server.url + "/slow", "--out_dir", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches_it)
     deadline = time.monotonic() + 30
     while server.requests == 0 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import checkpoint
 import sample
-from conftest import META, ROOT, make_tiny_model
+from conftest import META, ROOT, ctrl_c_reaches_it, make_tiny_model
 from test_checkpoint import nanogpt_checkpoint
 
 
@@ -59,7 +59,8 @@ def test_shipped_model_speaks_shakespeare():
 
 def test_ctrl_c_stops_quietly_with_status_130():
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "sample.py"), "--max_new_tokens", "1000000",
-                                "--no_cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--no_cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_reaches_it)
     assert process.stdout.read(20)  # it is writing
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)

@@ -15,7 +15,7 @@ import torch
 
 import checkpoint
 import train
-from conftest import META, ROOT, SHAKESPEARE
+from conftest import META, ROOT, SHAKESPEARE, ctrl_c_reaches_it
 from model import GPT, GPTConfig
 from test_checkpoint import MakesAFile, nanogpt_checkpoint
 
@@ -35,7 +35,7 @@ def tiny_config(prepared, tmp_path, *flags):
 
 def run_train(*args, **kwargs):
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_reaches_it, **kwargs)
 
 
 def test_loss_at_initialisation_is_log_vocab_size():
