@@ -11,6 +11,11 @@ sys.path.insert(0, ROOT)
 
 from model import GPT, GPTConfig  # noqa: E402
 
+# PyTorch before 2.6 imports transformers from torch._dynamo (an optimizer step does), when it is
+# installed, and transformers then warns on stderr that it needs a newer PyTorch: the scripts the
+# tests run would print two lines of it. Only errors, in this process and its children.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
 # The 65 symbols of Tiny Shakespeare, sorted (written out here so that a test needs no data file).
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 META = {"vocab_size": 65, "stoi": {c: i for i, c in enumerate(CHARS)}, "itos": dict(enumerate(CHARS))}

@@ -413,7 +413,7 @@ def test_ctrl_c_saves_beside_the_checkpoint_and_exits_cleanly(prepared, tmp_path
     wait_for_checkpoint(ckpt_path, process, min_iter=2)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130
+    assert process.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted at iter "), err
     interrupted_at = int(lines[0].split("interrupted at iter ")[1].split(":")[0])
