@@ -12,7 +12,7 @@ import pickle
 
 import torch
 
-from files import write_atomically
+from files import ctrl_c_deferred, write_atomically
 from model import GPT, GPTConfig
 
 DEFAULT_CKPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints", "shakespeare_char.pt")
@@ -24,7 +24,8 @@ class CheckpointError(Exception):
 
 
 def save(path, model, meta, iter_num=0, best_val_loss=float("inf"), config=None, optimizer=None):
-    """Write the checkpoint through files.write_atomically: a killed process leaves the old file whole."""
+    """Write the checkpoint through files.write_atomically: a killed process leaves the old file whole,
+    and Ctrl-C waits until the new one is written."""
     ckpt = {
         "model": model.state_dict(),
         "model_args": {k: getattr(model.config, k) for k in MODEL_ARGS},
@@ -35,7 +36,8 @@ def save(path, model, meta, iter_num=0, best_val_loss=float("inf"), config=None,
     }
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
-    write_atomically(path, lambda f: torch.save(ckpt, f))
+    with ctrl_c_deferred():  # torch.save stopped halfway raises an error of its own, not KeyboardInterrupt
+        write_atomically(path, lambda f: torch.save(ckpt, f))
 
 
 def read(path, device="cpu"):

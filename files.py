@@ -8,9 +8,16 @@ through write_atomically(): the bytes go to a new temporary file in the same fol
 with a fresh random name (never through an existing file or a link planted at a fixed name),
 which is renamed over the target only once it is complete. A crash, a full disk or Ctrl-C
 leaves the old file whole and no temporary file behind.
+
+Some writers cannot be stopped halfway cleanly: torch.save, interrupted inside its zip writer,
+raises a RuntimeError of its own in place of the KeyboardInterrupt. checkpoint.save() writes
+inside ctrl_c_deferred(), which holds Ctrl-C until the file is written, then delivers it.
 """
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 
 
 def write_atomically(path, write):
@@ -32,3 +39,21 @@ def write_atomically(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred():
+    """Hold Ctrl-C (SIGINT) until the block has finished, then deliver it to the handler that was
+    there before (Python's raises KeyboardInterrupt). Signals reach the main thread only: elsewhere
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)

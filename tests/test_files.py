@@ -1,10 +1,11 @@
 """files.write_atomically: the whole new file or the untouched old one, and nothing else left behind."""
 import os
+import signal
 import stat
 
 import pytest
 
-from files import write_atomically
+from files import ctrl_c_deferred, write_atomically
 
 
 def test_writes_the_bytes_with_ordinary_permissions(tmp_path):
@@ -40,3 +41,24 @@ def test_a_link_at_the_old_temporary_name_is_not_followed(tmp_path):
     write_atomically(str(path), lambda f: f.write(b"new"))
     assert victim.read_bytes() == b"precious"
     assert path.read_bytes() == b"new"
+
+
+def test_ctrl_c_during_a_deferred_write_comes_after_the_whole_file(tmp_path):
+    path = tmp_path / "out.bin"
+
+    def write(f):
+        f.write(b"half")
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C, halfway
+        f.write(b" and the rest")
+
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_deferred():
+            write_atomically(str(path), write)
+    assert path.read_bytes() == b"half and the rest"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+def test_a_deferred_block_without_ctrl_c_raises_nothing():
+    with ctrl_c_deferred():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -405,6 +405,23 @@ def test_ctrl_c_after_a_resume_keeps_the_best_and_resume_continues_from_the_inte
     assert not (tmp_path / "ckpt-interrupted.pt").exists()  # the run went past it: resume uses ckpt.pt again
 
 
+def test_ctrl_c_while_a_checkpoint_is_written_is_one_line(prepared, tmp_path, monkeypatch, capsys):
+    """Ctrl-C inside torch.save, which would otherwise raise an error of its own from its zip
+    writer: the checkpoint is finished first, then the run stops as on any Ctrl-C."""
+    original, calls = torch.save, []
+
+    def interrupted_save(obj, f):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint, halfway: after its first record
+            signal.raise_signal(signal.SIGINT)
+        return original(obj, f)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    status, _, err = run_main(capsys, *tiny_run(prepared, tmp_path, "--always_save_checkpoint=true", "--max_iters=20"))
+    assert status == 130 and err.strip().splitlines()[0].startswith("interrupted at iter 2"), err
+    assert checkpoint.read(str(tmp_path / "ckpt.pt"))["iter_num"] == 2  # whole
+
+
 def test_ctrl_c_saves_beside_the_checkpoint_and_exits_cleanly(prepared, tmp_path):
     """The real signal, in a process of its own."""
     ckpt_path = tmp_path / "ckpt.pt"
