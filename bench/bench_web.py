@@ -7,6 +7,10 @@ takes to become usable from a local server.
     python bench/bench_web.py            # prints characters per second and the ratio
     python bench/bench_web.py --save     # also writes docs/bench/web.txt, where the README's numbers come from
 
+It also measures how far the page's logits are from PyTorch's: on the same float16 weights
+(what the page computes differently: float64 sums, another order) and from the shipped float32
+weights (what rounding the weights to float16 costs), over the 20 prompts of tests/test_web.py.
+
 Each speed is the fastest of --repeats runs of --tokens characters, the page's and PyTorch's
 interleaved so that both see the same machine; PyTorch runs with one thread and with its default.
 The time to a usable page (model.bin fetched and parsed, the first distribution drawn) is the
@@ -46,6 +50,29 @@ PAGE_GREEDY = """async (n) => {
 }"""
 
 
+# In the page: the logits after each text, uncached (the last block_size characters).
+PAGE_LOGITS = """async (texts) => {
+  const sampling = await import("./sampling.js");
+  const { model, stoi } = window.bench;
+  return texts.map((text) => Array.from(sampling.next_logits(model, [...text].map((c) => stoi[c]))));
+}"""
+
+
+def logit_errors(page, model):
+    """(largest |page - PyTorch| on the page's float16 weights, the same against the float32 model)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from test_web import PROMPTS, read_model_bin
+
+    web_model, itos = read_model_bin(os.path.join(ROOT, "web", "model.bin"))
+    stoi = {c: i for i, c in enumerate(itos)}
+    ours = torch.tensor(page.evaluate(PAGE_LOGITS, PROMPTS), dtype=torch.float64)  # (prompts, V)
+    with torch.no_grad():
+        ids = [torch.tensor([checkpoint.encode(text, stoi)]) for text in PROMPTS]
+        same = torch.cat([sampling.next_logits(web_model, i) for i in ids]).double()
+        shipped = torch.cat([sampling.next_logits(model, i) for i in ids]).double()
+    return (ours - same).abs().max().item(), (ours - shipped).abs().max().item(), len(PROMPTS)
+
+
 def python_greedy(model, idx, n, threads):
     """Seconds for n greedy characters with the KV cache, and the ids."""
     torch.set_num_threads(threads)
@@ -77,6 +104,7 @@ def run(args):
                 if best[name] is None or seconds < best[name][0]:
                     best[name] = (seconds, ids)
         torch.set_num_threads(default_threads)
+        same_weights, shipped_weights, prompts = logit_errors(page, model)
     same = len({tuple(ids) for _, ids in best.values()}) == 1
     print(f"the page usable after {min(ready):.0f} ms (model.bin fetched and parsed, the first distribution drawn)")
     print(f"\n{'':<22}{'chars/s':>9}{'page / it':>11}")
@@ -85,6 +113,8 @@ def run(args):
         rate = args.tokens / seconds
         print(f"{name:<22}{rate:>9.0f}{page_rate / rate:>10.2f}x")
     print(f"\nthe same text in the page and in PyTorch: {same}")
+    print(f"largest |page logit - PyTorch logit| over {prompts} prompts: {same_weights:.1e} on the page's float16 "
+          f"weights, {shipped_weights:.3f} against the shipped float32 weights")
 
 
 def main():

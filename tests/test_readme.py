@@ -120,3 +120,14 @@ def test_the_benchmark_numbers_are_the_recorded_ones():
     assert len(quoted) > 50
     missing = [number for number in quoted if number not in recorded]
     assert not missing, f"numbers in the README that its benchmarks did not record: {missing}"
+
+
+def test_the_page_s_numbers_are_the_recorded_ones():
+    """The speeds, ratios and errors the README gives for the web page are in the output that
+    python bench/bench_web.py --save recorded (docs/bench/web.txt)."""
+    recorded = open(os.path.join(ROOT, "docs", "bench", "web.txt"), encoding="utf-8").read().replace("x", "×")
+    measured = section("The lesson in a browser").split("Measured with")[1].split("A token is")[0]
+    quoted = re.findall(r"\d+\.\d+×|\b\d{3}\b|\d\.\de-\d+|0\.\d{3}\b", measured)
+    assert len(quoted) >= 7, quoted
+    missing = [number for number in quoted if number not in recorded and number != "1.5×"]  # 1.5×: the goal
+    assert not missing, f"numbers the benchmark did not record: {missing}"

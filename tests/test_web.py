@@ -95,13 +95,14 @@ def test_the_exported_files_are_the_shipped_checkpoint_s():
         assert f.read() == export.lesson_bytes(), "web/lesson.json is stale: python web/export.py"
 
 
-def test_the_weights_are_at_most_8_mb_and_float16_moves_the_logits_by_about_a_hundredth(web_model):
+def test_the_weights_are_at_most_8_mb_and_float16_moves_the_logits_by_less_than_0_02(web_model):
+    """What the page and the README say; measured 0.014 on these sequences."""
     assert os.path.getsize(os.path.join(WEB, "model.bin")) <= 8e6
     model, _, _ = checkpoint.load()
     idx = torch.randint(0, 65, (4, 128), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         error = (model(idx)[0] - web_model[0](idx)[0]).abs().max().item()
-    assert 1e-3 < error < 0.05, error  # the README and the page say 0.014
+    assert error < 0.02, error
 
 
 @pytest.mark.parametrize("name", sorted(export.SLIDERS))
@@ -130,6 +131,15 @@ def test_javascript_logits_equal_pytorch_s_on_the_same_weights(web_model):
     results = node([{"call": "logits", "text": text} for text in PROMPTS])
     assert len(PROMPTS) >= 20 and sum(len(p) > 128 for p in PROMPTS) >= 5
     for text, ours in zip(PROMPTS, results):
+        with torch.no_grad():
+            python = sampling.next_logits(model, torch.tensor([checkpoint.encode(text, stoi)]))[0]
+        torch.testing.assert_close(from_json(ours), python.double(), atol=1e-4, rtol=0)
+
+
+def test_without_webassembly_simd_the_javascript_loop_gives_the_same_logits(web_model):
+    model, stoi = web_model
+    texts = PROMPTS[:6]
+    for text, ours in zip(texts, node([{"call": "logits", "text": text, "simd": False} for text in texts])):
         with torch.no_grad():
             python = sampling.next_logits(model, torch.tensor([checkpoint.encode(text, stoi)]))[0]
         torch.testing.assert_close(from_json(ours), python.double(), atol=1e-4, rtol=0)

@@ -10,7 +10,9 @@ import * as sampling from "../web/sampling.js";
 
 const WEB = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 const bytes = fs.readFileSync(path.join(WEB, "model.bin"));
-const { model, stoi } = load_model(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+const { model, stoi } = load_model(buffer);
+const plain = load_model(buffer, false).model; // model.js's JavaScript loop instead of WebAssembly SIMD
 
 const decode = (values) => Float64Array.from(values, (x) => (x === null ? -Infinity : x));
 const encode = (values) => Array.from(values, (x) => (x === -Infinity ? null : x));
@@ -31,7 +33,7 @@ const CALLS = {
     return Array.from({ length: n }, () => sampling.categorical(probs, g));
   },
   // the logits after `text`, uncached (the last block_size characters), as next_logits
-  logits: ({ text }) => encode(sampling.next_logits(model, ids(text))),
+  logits: ({ text, simd = true }) => encode(sampling.next_logits(simd ? model : plain, ids(text))),
   // every step of the decode loop: the raw logits and the chosen id
   stream: ({ text, n, settings = {}, seed = 0 }) => {
     const steps = [], raw = [];

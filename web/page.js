@@ -20,7 +20,7 @@ const PAGE = {
     "group.penalties": "penalties", "group.today": "today's samplers", "group.text": "characters and stop strings",
     command: "the same in the terminal:",
     note: "This page runs the shipped model in your browser, its weights rounded to 16 bits (5.4 MB): its logits "
-      + "are within 0.014 of sample.py's. Its random numbers are torch.Generator's own, so a seed draws the same "
+      + "are within 0.02 of sample.py's. Its random numbers are torch.Generator's own, so a seed draws the same "
       + "numbers as sample.py --seed; the text is sample.py's until a draw falls within that rounding of a "
       + "boundary. Keys: s steps, r runs or pauses.",
   },
@@ -33,7 +33,7 @@ const PAGE = {
     "group.penalties": "惩罚", "group.today": "当今的采样器", "group.text": "字符与停止字符串",
     command: "在终端里做同样的事：",
     note: "这个页面在你的浏览器里运行随仓库提供的模型，权重舍入为 16 位（5.4 MB）：它的 logits 与 sample.py "
-      + "的相差不超过 0.014。它的随机数就是 torch.Generator 的随机数，所以同一个种子抽出的数与 sample.py --seed "
+      + "的相差不超过 0.02。它的随机数就是 torch.Generator 的随机数，所以同一个种子抽出的数与 sample.py --seed "
       + "相同；文本与 sample.py 的一致，直到某次抽样恰好落在这点舍入误差所及的边界附近。快捷键：s 单步，r 运行或暂停。",
   },
 };
