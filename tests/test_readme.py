@@ -42,7 +42,7 @@ def test_the_readme_names_every_module_and_notebook():
     assert [n for n in lessons if f"| `{n}` |" not in notebooks] == [], "notebooks missing from the README's table"
 
 
-DOCUMENTS = ["README.md", "README.zh-CN.md", "docs/cheatsheet.md", "docs/lesson-plan.md"]
+DOCUMENTS = ["README.md", "README.zh-CN.md", "docs/cheatsheet.md", "docs/lesson-plan.md", "docs/lesson-plan.zh-CN.md"]
 FOLDERS = ("bench", "checkpoints", "config", "data", "docs", "fonts", "notebooks", "tests")  # tracked ones
 
 
