@@ -2,7 +2,7 @@
 Which decoding strategy writes most like Shakespeare? A small replication of Holtzman et al. 2019,
 "The Curious Case of Neural Text Degeneration" (https://arxiv.org/abs/1904.09751), on our model.
 
-    python study.py             # 40 prompts x 200 characters, every strategy: about 2 min 40 s on 2 CPU cores
+    python study.py             # 40 prompts x 200 characters, every strategy: 80 s on 2 CPU cores (AMD EPYC)
     python study.py --quick     # 2 prompts x 40 characters: a few seconds, to try it out
     python study.py --readme    # only rewrite the README's study section from docs/study.csv
 

@@ -6,6 +6,7 @@ generate, in one run.
     python bench/bench_generate.py --threads 1 --only speculative
     python bench/bench_generate.py --figure                 # also save docs/figures/kv_cache.png
     python bench/bench_generate.py --threads 2 --save       # also write docs/bench/generate-2-threads.txt
+    python bench/bench_generate.py --runs 3                 # the speculative section 3 times: each ratio's range
 
 - naive:       every step feeds the whole context (cropped to block_size) through the model, as nanoGPT does
 - cached:      the prompt once, then one token per step against the KV cache
@@ -17,8 +18,9 @@ generate, in one run.
 
 Prints tokens/s and the ratios; --save also writes them to docs/bench/, where the README's
 numbers come from (tests/test_readme.py checks them), and --figure saves a plot of the time per
-token against its position for the naive and the cached loop. Each measurement is the fastest of --repeats runs,
-interleaved so that all see the same machine.
+token against its position for the naive and the cached loop. Each measurement is the fastest of --repeats runs
+(5), interleaved so that all see the same machine. The ratios still move with the CPU and from hour
+to hour on a shared machine: --runs N repeats the speculative section and prints each ratio's range.
 """
 import argparse
 import contextlib
@@ -159,15 +161,15 @@ def hf_job(hf, prompt, n, decoding, assistant=None, seed=0):
 
 def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
     """Plain cached decoding against each drafter at each k, n tokens: prints the table, returns
-    {(drafter, k): tokens/s}."""
+    {(drafter, k): tokens/s}, ("plain", 0) included."""
     jobs = {("plain", 0): plain_job(model, prompt, n, decoding)}
     for name, drafter in drafters.items():
         jobs.update({(name, k): speculative_job(model, drafter, prompt, n, decoding, k, stoi) for k in ks})
     best = fastest_of(jobs, args.repeats)
     plain = n / best[("plain", 0)][0]
+    rates = {("plain", 0): plain}
     print(f"\n{'':<14}{'k':>3}{'accepted':>10}{'chars/pass':>12}{'tok/s':>8}{'vs plain':>10}")
     print(f"{'plain cached':<14}{'-':>3}{'-':>10}{1:>12.2f}{plain:>8.0f}{1:>9.2f}x")
-    rates = {}
     for (name, k), (seconds, rounds) in best.items():
         if name != "plain":
             drafted, accepted, made, passes = speculative.tally(rounds)
@@ -179,7 +181,7 @@ def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
 
 def hugging_face_table(model, draft, drafters, prompt, decoding, ks, args, stoi):
     """Hugging Face's generate, with and without assistant_model, against ours on the same
-    weights: HF_TOKENS tokens, within GPT-2's n_positions."""
+    weights: HF_TOKENS tokens, within GPT-2's n_positions. Returns {name: its speed / HF generate's}."""
     from hf_gpt2 import hf_copy  # the one mapping of our weights onto GPT2LMHeadModel
 
     hf, hf_draft = hf_copy(model), hf_copy(draft)
@@ -195,6 +197,7 @@ def hugging_face_table(model, draft, drafters, prompt, decoding, ks, args, stoi)
     print(f"{'':<34}{'tok/s':>8}{'vs HF generate':>16}")
     for name, (seconds, _) in best.items():
         print(f"{name:<34}{n / seconds:>8.0f}{n / seconds / hf_rate:>15.2f}x")
+    return {name: n / seconds / hf_rate for name, (seconds, _) in best.items()}
 
 
 def costs(model, draft, ngram, prompt):
@@ -269,7 +272,8 @@ def where_the_time_goes(model, draft, ngram, prompt, decoding, k, args, stoi):
 
 def speculative_section(model, meta, prompt, args):
     """Plain cached against speculative decoding with both drafters, at temperature 1 and 0;
-    Hugging Face's generate with and without an assistant; what each step costs."""
+    Hugging Face's generate with and without an assistant; what each step costs. Returns the
+    headline ratios {(temperature, what): ratio}."""
     stoi = meta["stoi"]
     try:
         drafters = {"draft model": speculative.load_drafter(args.draft, meta),
@@ -281,20 +285,36 @@ def speculative_section(model, meta, prompt, args):
           f"character(s), draft model {draft.num_params() / 1e6:.2f}M parameters ({draft.config.n_layer} layer)")
     print("costs, what bounds the speedup:")
     costs(model, draft, drafters["n-gram"], prompt)
+    ratios = {}
     for temperature in (1.0, 0.0):
         decoding = sampling.Decoding(temperature=temperature)
         print(f"\n=== temperature {temperature:g}{' (greedy)' if temperature == 0 else ''}")
         rates = speculative_table(model, drafters, prompt, decoding, KS, SPECULATIVE_TOKENS, args, stoi)
         best_k = {name: max(KS, key=lambda k: rates[name, k]) for name in drafters}
         where_the_time_goes(model, draft, drafters["n-gram"], prompt, decoding, speculative.DRAFT_TOKENS, args, stoi)
-        hugging_face_table(model, draft, drafters, prompt, decoding, best_k, args, stoi)
+        against_hf = hugging_face_table(model, draft, drafters, prompt, decoding, best_k, args, stoi)
+        for name in drafters:
+            ratios[temperature, f"{name}, best k, against plain cached"] = rates[name, best_k[name]] / rates["plain", 0]
+            ratios[temperature, f"{name}, best k, against HF generate"] = against_hf[f"ours, {name} k={best_k[name]}"]
+        ratios[temperature, "plain cached against HF generate"] = against_hf["ours, plain cached"]
+    return ratios
+
+
+def ranges(runs):
+    """The lowest and highest of each headline ratio over several runs of speculative_section()."""
+    print(f"\nover {len(runs)} runs of the speculative section, the lowest and highest of each ratio:")
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        print(f"  temperature {key[0]:g}, {key[1]:<45} {min(values):.2f}–{max(values):.2f}x")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=checkpoint.DEFAULT_CKPT)
     parser.add_argument("--draft", default=DRAFT_CKPT, help="the draft model's checkpoint")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="runs of the speculative section, and the range of each ratio over them (default 1)")
     parser.add_argument("--batch", type=int, default=10, help="samples decoded together")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--only", choices=("kv_cache", "speculative"), help="run one part of the benchmark")
@@ -339,7 +359,9 @@ def run(args):
     if args.only != "speculative":
         kv_cache(model, prompt, args)
     if args.only != "kv_cache":
-        speculative_section(model, meta, prompt, args)
+        runs = [speculative_section(model, meta, prompt, args) for _ in range(args.runs)]
+        if args.runs > 1:
+            ranges(runs)
 
 
 if __name__ == "__main__":
