@@ -6,6 +6,7 @@ Train the character-level GPT, on a laptop CPU first.
     python train.py config/train_quick.py --max_iters=100    # any key can be overridden
     python train.py config/train_quick.py --init_from=resume # continue from the checkpoint
     python train.py --help                                   # every key, its type and default
+    torchrun --standalone --nproc_per_node=2 train.py config/train_quick.py   # two processes (see below)
 
 The default data folder, data/shakespeare_char, is prepared on first use (prepare.py).
 
@@ -18,6 +19,12 @@ checkpoint decides the model's shape, and a setting that would change it is refu
 A config file is plain Python that assigns some of the keys below; --key=value follows it.
 It is executed as it is, with your permissions: run only config files you trust.
 Paths are relative to the current directory.
+
+Under torchrun (which sets RANK, LOCAL_RANK and WORLD_SIZE) each process trains a replica of the
+model wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA, one device per local rank),
+and DDP averages the gradients over the processes during backward. An iteration is one global
+batch of batch_size x gradient_accumulation_steps blocks, split between the processes: the same
+batches, the same update, however many processes share it. Rank 0 alone prints and saves.
 """
 import dataclasses
 import difflib
@@ -27,8 +34,9 @@ import runpy
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cli
 
@@ -36,6 +44,8 @@ cli.require_torch_and_numpy()  # before torch is imported: one line, not pages, 
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 import checkpoint
 from data.shakespeare_char import prepare
@@ -68,7 +78,9 @@ class TrainConfig:
     dropout: float = key(0.0, "dropout probability while training (on resume: the checkpoint's unless given)")
     bias: bool = key(True, "biases in Linear and LayerNorm layers")
     # optimisation: AdamW, linear warm-up then cosine decay to min_lr
-    batch_size: int = key(32, "sequences per iteration")
+    batch_size: int = key(32, "sequences per micro-batch")
+    gradient_accumulation_steps: int = key(1, "micro-batches per iteration, over all processes together: "
+                                              "a multiple of their number")
     max_iters: int = key(2000, "iterations to train for")
     learning_rate: float = key(1e-3, "peak learning rate")
     min_lr: float = key(1e-4, "learning rate at the end of the cosine decay")
@@ -82,6 +94,7 @@ class TrainConfig:
     device: str = key("auto", "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'")
     dtype: str = key("float32", "'float32' or 'bfloat16' (autocast, for GPUs that support it)")
     seed: int = key(1337, "seed for initialisation and batches")
+    compile: bool = key(False, "torch.compile the model (off: COMPILE_NOTE)")
 
 
 SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # what a resumed run takes from its checkpoint
@@ -128,8 +141,29 @@ def unknown_key(name, fields):
                        + "; see python train.py --help")
 
 
-def get_config(argv):
-    """Defaults <- config files (in order) <- --key=value overrides, each checked against TrainConfig.
+class Processes(NamedTuple):
+    """This process among those that torchrun started: rank 0 of 1 without torchrun."""
+    rank: int = 0  # 0 to world_size - 1, over every node
+    local_rank: int = 0  # on this node: which GPU it takes
+    world_size: int = 1
+
+
+def processes(environ=os.environ):
+    """RANK, LOCAL_RANK and WORLD_SIZE as torchrun sets them; a ConfigError when they make no sense."""
+    if "RANK" not in environ:
+        return Processes()
+    try:
+        ranks = Processes(int(environ["RANK"]), int(environ["LOCAL_RANK"]), int(environ["WORLD_SIZE"]))
+    except (KeyError, ValueError):
+        raise ConfigError("RANK, LOCAL_RANK and WORLD_SIZE must all be integers (torchrun sets them)")
+    if not 0 <= ranks.rank < ranks.world_size or ranks.local_rank < 0:
+        raise ConfigError(f"RANK {ranks.rank} does not fit WORLD_SIZE {ranks.world_size}")
+    return ranks
+
+
+def get_config(argv, world_size=1):
+    """Defaults <- config files (in order) <- --key=value overrides, each checked against TrainConfig
+    (and gradient_accumulation_steps against the number of processes).
     Returns the config and the names of the keys that the files and flags set."""
     kinds = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     values = {}
@@ -155,11 +189,11 @@ def get_config(argv):
                     raise unknown_key(name, kinds)
                 values[name] = check_type(f"{arg}: {name}", value, kinds[name])
     config = TrainConfig(**values)
-    check_config(config)
+    check_config(config, world_size)
     return config, set(values)
 
 
-def check_config(c):
+def check_config(c, world_size=1):
     """Out-of-range values are a ConfigError naming the key, before anything is built. Each rule
     says what is allowed, so that nan, which fails every comparison, is refused too."""
     rules = [
@@ -175,6 +209,9 @@ def check_config(c):
         ("block_size", c.block_size >= 1, ">= 1"),
         ("dropout", 0 <= c.dropout < 1, "in [0, 1)"),
         ("batch_size", c.batch_size >= 1, ">= 1"),
+        ("gradient_accumulation_steps", c.gradient_accumulation_steps >= 1
+         and c.gradient_accumulation_steps % world_size == 0,
+         f"a positive multiple of the {world_size} processes" if world_size > 1 else ">= 1"),
         ("max_iters", c.max_iters >= 0, ">= 0"),
         ("learning_rate", 0 < c.learning_rate < math.inf, "> 0"),
         ("min_lr", 0 <= c.min_lr < math.inf, ">= 0"),
@@ -211,6 +248,18 @@ def pick_device(name):
     return name
 
 
+def process_device(device, ranks, environ=os.environ):
+    """Under torchrun on CUDA, the GPU of this process's local rank: cuda:LOCAL_RANK. A ConfigError,
+    the same on every rank, when the node runs more processes than it has GPUs."""
+    if ranks.world_size == 1 or not device.startswith("cuda"):
+        return device
+    here, count = int(environ.get("LOCAL_WORLD_SIZE", ranks.local_rank + 1)), torch.cuda.device_count()
+    if here > count:
+        raise ConfigError(f"{here} processes on this node need {here} GPUs; it has {count} "
+                          f"(--nproc_per_node={count} fits)")
+    return f"cuda:{ranks.local_rank}"
+
+
 def learning_rate(it, config):
     """Linear warm-up to learning_rate, then cosine decay to min_lr over lr_decay_iters:
     lr(it) = min_lr + (lr - min_lr) * (1 + cos(pi * progress)) / 2."""
@@ -223,30 +272,49 @@ def learning_rate(it, config):
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_lr)
 
 
-def get_batch(data, batch_size, block_size, generator, device):
-    """Random windows of the token stream: x (B, T) and the next characters y (B, T)."""
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+def random_starts(data, shape, block_size, generator):
+    """Where random windows of block_size + 1 tokens begin: an int64 tensor of the given shape,
+    drawn in order (the first n of a larger draw are a smaller draw)."""
+    return torch.randint(len(data) - block_size, shape, generator=generator)
+
+
+def get_batch(data, starts, block_size, device):
+    """The windows of the token stream at starts (B,): x (B, T) and the next characters y (B, T)."""
     x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in starts])  # (B, T)
     y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in starts])  # (B, T)
     return x.to(device), y.to(device)
 
 
+def sum_over_processes(values, ranks, device):
+    """Each of the float values summed over the processes (the values themselves in one process)."""
+    if ranks.world_size == 1:
+        return values
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)  # every process gets the sums
+    return total.tolist()
+
+
 @torch.no_grad()
-def estimate_loss(model, splits, config, device, autocast):
+def estimate_loss(model, splits, config, device, autocast, ranks=Processes()):
     """Mean loss over eval_iters batches per split, always the same batches (a fixed seed),
-    so that successive evaluations are compared on equal terms."""
+    so that successive evaluations are compared on equal terms. With several processes each
+    evaluates every world_size-th batch and the sums are added up: the same mean, in 1/world_size
+    of the time."""
     model.eval()
-    losses = {}
-    for name, data in splits.items():
+    totals = []
+    for data in splits.values():
         generator = torch.Generator().manual_seed(config.seed)
         total = 0.0
-        for _ in range(config.eval_iters):
-            x, y = get_batch(data, config.batch_size, config.block_size, generator, device)
-            with autocast:
-                total += model(x, y)[1].item()
-        losses[name] = total / config.eval_iters
+        for i in range(config.eval_iters):
+            starts = random_starts(data, (config.batch_size,), config.block_size, generator)  # (B,)
+            if i % ranks.world_size == ranks.rank:
+                x, y = get_batch(data, starts, config.block_size, device)
+                with autocast:
+                    total += model(x, y)[1].item()
+        totals.append(total)
     model.train()
-    return losses
+    totals = sum_over_processes(totals, ranks, device)
+    return {name: total / config.eval_iters for name, total in zip(splits, totals)}
 
 
 def configure_optimizer(model, config, device):
@@ -348,11 +416,23 @@ def resume(config, given, device):
     return model, ckpt, source
 
 
-def train(config, given=frozenset()):
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    if os.path.realpath(config.data_dir) == os.path.realpath(prepare.HERE):  # this repository's data folder
+def start_processes(device, ranks):
+    """Join the other processes torchrun started (gloo on CPU, nccl on CUDA); nothing in one process."""
+    if ranks.world_size > 1:
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def train(config, given=frozenset(), ranks=Processes()):
+    device = process_device(pick_device(config.device), ranks)
+    start_processes(device, ranks)
+    master = ranks.rank == 0  # prints, saves and prepares the data
+    torch.manual_seed(config.seed + ranks.rank)  # rank 0's weights go to every process; dropout differs
+    if master and os.path.realpath(config.data_dir) == os.path.realpath(prepare.HERE):  # this repository's data
         prepare.ensure_prepared(config.data_dir)
+    if ranks.world_size > 1:
+        dist.barrier()  # the data is there
     meta = data_vocabulary(config.data_dir)
 
     iter_num, best_val_loss, optimizer_state, source = 0, float("inf"), None, None
@@ -369,28 +449,35 @@ def train(config, given=frozenset()):
         model = GPT(GPTConfig(block_size=config.block_size, vocab_size=meta["vocab_size"], n_layer=config.n_layer,
                               n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias))
         model.to(device)
-    print(f"{model.num_params() / 1e6:.2f}M parameters on {device}")
+    print(f"{model.num_params() / 1e6:.2f}M parameters on {device}"
+          + (f", {ranks.world_size} processes" if ranks.world_size > 1 else ""))
     optimizer = configure_optimizer(model, config, device)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if config.dtype == "bfloat16"
                 else nullcontext())
+    # every process draws the whole global batch from the same stream and trains on its share of it
     generator = torch.Generator().manual_seed(config.seed + iter_num)
+    micro_steps = config.gradient_accumulation_steps // ranks.world_size  # of this process
+    mine = slice(ranks.rank * micro_steps, (ranks.rank + 1) * micro_steps)
+    fast = torch.compile(model) if config.compile else model  # the same parameters as model
+    trained = DistributedDataParallel(fast) if ranks.world_size > 1 else fast  # rank 0's weights to every replica
 
     # nanoGPT's sample.py finds the vocabulary at data/<dataset>/meta.pkl: name the data folder
     saved_config = dict(dataclasses.asdict(config), dataset=os.path.basename(os.path.abspath(config.data_dir)))
 
     def save(path):
-        checkpoint.save(path, model, meta, iter_num, best_val_loss, saved_config,
-                        optimizer if config.save_optimizer else None)
+        if master:
+            checkpoint.save(path, model, meta, iter_num, best_val_loss, saved_config,
+                            optimizer if config.save_optimizer else None)
 
     if config.eval_only:
-        losses = estimate_loss(model, splits, config, device, autocast)
+        losses = estimate_loss(fast, splits, config, device, autocast, ranks)
         print(f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         return losses["val"]
 
     interrupted = interrupted_path(config.ckpt_path)
-    if config.init_from == "scratch" and os.path.exists(interrupted):  # only with --overwrite=true
+    if master and config.init_from == "scratch" and os.path.exists(interrupted):  # only with --overwrite=true
         os.remove(interrupted)  # a stale state that --init_from=resume would otherwise pick up
     # ckpt_path already holds the weights a resumed run starts from; those of iteration 0 are random:
     # neither is worth saving.
@@ -400,7 +487,7 @@ def train(config, given=frozenset()):
     try:
         while True:
             if iter_num % config.eval_interval == 0 or iter_num == config.max_iters:
-                losses = estimate_loss(model, splits, config, device, autocast)
+                losses = estimate_loss(fast, splits, config, device, autocast, ranks)
                 check_finite(iter_num, *losses.values())
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
                       f"{time.time() - start:.1f}s", flush=True)
@@ -413,17 +500,25 @@ def train(config, given=frozenset()):
                 break
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(iter_num, config)
-            x, y = get_batch(splits["train"], config.batch_size, config.block_size, generator, device)
-            with autocast:
-                _, loss = model(x, y)
+            starts = random_starts(splits["train"], (config.gradient_accumulation_steps, config.batch_size),
+                                   config.block_size, generator)  # (steps, B): the global batch
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = 0.0
+            for step, micro_starts in enumerate(starts[mine]):  # this process's micro-batches
+                x, y = get_batch(splits["train"], micro_starts, config.block_size, device)
+                last = step == micro_steps - 1  # DDP averages the summed gradients once, after the last
+                with (nullcontext() if last or ranks.world_size == 1 else trained.no_sync()):
+                    with autocast:
+                        micro_loss = trained(x, y)[1] / micro_steps
+                    micro_loss.backward()
+                loss += micro_loss.detach()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             iter_num += 1
             if iter_num % config.log_interval == 0:  # loss.item() waits for the GPU: only every log_interval
-                lossf = loss.item()
+                (lossf,) = sum_over_processes([loss.item()], ranks, device)
+                lossf /= ranks.world_size  # the global batch's mean: the same on every process
                 check_finite(iter_num, lossf)
                 dt = (time.time() - t0) / config.log_interval
                 eta = dt * (config.max_iters - iter_num)
@@ -434,7 +529,7 @@ def train(config, given=frozenset()):
         save(interrupted)
         raise Interrupted(f"interrupted at iter {iter_num}: saved {interrupted} beside {config.ckpt_path} "
                           f"(not over it); continue with --init_from=resume")
-    if source == interrupted:
+    if master and source == interrupted:
         os.remove(interrupted)  # this run went past it: the next resume starts from ckpt_path
     print(f"done: {iter_num} iterations in {format_duration(time.time() - start)}, best val loss {best_val_loss:.4f}")
     return best_val_loss
@@ -445,21 +540,44 @@ def main(argv=None):
     if "-h" in argv or "--help" in argv:
         print(usage())
         return 0
+    ranks = Processes()
     try:
-        train(*get_config(argv))
+        ranks = processes()
+        quiet = nullcontext() if ranks.rank == 0 else redirect_stdout(open(os.devnull, "w"))  # rank 0 speaks
+        with quiet:
+            train(*get_config(argv, ranks.world_size), ranks)
+        if dist.is_initialized():
+            dist.barrier()  # leave together: a process that tears down while another still talks to it can abort
     except (ConfigError, checkpoint.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(f"error: {e}", 2, ranks)
     except (prepare.PrepareError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(f"error: {e}", 1, ranks)
     except Interrupted as e:
-        print(f"\n{e}", file=sys.stderr)  # after the ^C the terminal shows
-        return 130
+        return fail(f"\n{e}", 130, ranks)  # after the ^C the terminal shows
     except KeyboardInterrupt:
-        print("\ninterrupted; no file was left half-written", file=sys.stderr)
-        return 130
+        return fail("\ninterrupted; no file was left half-written", 130, ranks)
+    except RuntimeError as e:
+        if not lost_contact(e):
+            raise
+        print(f"error: rank {ranks.rank} lost contact with the other processes: one of them has stopped",
+              file=sys.stderr)  # torchrun stops this one too, and names the one that failed first
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
+
+
+def lost_contact(error):
+    """An error of the communication between processes (gloo raises plain RuntimeErrors that name it)."""
+    return isinstance(error, dist.DistError) or (dist.is_initialized() and "gloo" in str(error))
+
+
+def fail(message, status, ranks):
+    """Print the message once (every process meets the same errors: rank 0 says it) and return status."""
+    if ranks.rank == 0:
+        print(message, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import itertools
 import math
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -436,3 +437,18 @@ def test_ctrl_c_saves_beside_the_checkpoint_and_exits_cleanly(prepared, tmp_path
     interrupted_at = int(lines[0].split("interrupted at iter ")[1].split(":")[0])
     assert checkpoint.read(str(tmp_path / "ckpt-interrupted.pt"))["iter_num"] == interrupted_at
     assert checkpoint.read(str(ckpt_path))["iter_num"] <= interrupted_at
+
+
+def test_the_quick_recipe_trains_as_it_did_in_one_process(prepared, tmp_path, capsys):
+    """Without torchrun, config/train_quick.py prints the losses it printed before gradient
+    accumulation came: 2 micro-batches of 8 are the 16 windows of one batch (drawn in order from the
+    same generator), and 8 evaluation batches of 8 the 4 of 16. Pinned from the earlier train.py on
+    one CPU; 2e-4 allows for another CPU's rounding at the fourth decimal, while other batches or
+    another update move these losses by 1e-2 or more."""
+    status, out, _ = run_main(capsys, "config/train_quick.py", "--max_iters=20", "--eval_interval=10",
+                              "--eval_iters=8", "--log_interval=5",
+                              f"--data_dir={prepared[0]}", f"--ckpt_path={tmp_path / 'quick.pt'}")
+    assert status == 0
+    printed = [float(x) for x in re.findall(r"(?<!best val )loss (\d+\.\d{4})", out)]
+    before = [4.2000, 4.1927, 3.4154, 3.1176, 3.0293, 3.1199, 2.8085, 2.7700, 2.7004, 2.7504]
+    assert printed == pytest.approx(before, abs=2e-4), out
