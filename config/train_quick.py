@@ -1,4 +1,4 @@
-# A small model in about a minute on a 2-core CPU (73 s in docs/bench/train.txt): val loss below 1.88.
+# A small model in about a minute on a 2-core CPU (50 s in docs/bench/train.txt): val loss below 1.88.
 # python train.py config/train_quick.py
 # Compared with nanoGPT's CPU recipe (4 layers of 128, batch 12, lr 1e-3, 2000 iterations):
 # wider and shallower, a larger batch, a 6x higher learning rate decayed to zero, shorter Adam memory.

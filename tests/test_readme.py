@@ -134,3 +134,15 @@ def test_the_page_s_numbers_are_the_recorded_ones():
     assert len(quoted) >= 7, quoted
     missing = [number for number in quoted if number not in recorded and number != "1.5×"]  # 1.5×: the goal
     assert not missing, f"numbers the benchmark did not record: {missing}"
+
+
+def test_the_torchrun_numbers_are_the_recorded_ones():
+    """The speeds and ratios of "More than one process" are in the output of
+    python bench/bench_torchrun.py --save (docs/bench/torchrun.txt)."""
+    recorded = open(os.path.join(ROOT, "docs", "bench", "torchrun.txt"), encoding="utf-8").read().replace("x", "×")
+    measured = section("The model and how it was trained").split("### More than one process")[1]
+    measured = measured.split("On this 2-core CPU")[1]
+    quoted = re.findall(r"\d+\.\d+×|\d+,\d{3}|\d+\.\d s", measured)
+    assert len(quoted) >= 7, quoted
+    missing = [n for n in quoted if n.removesuffix(" s") + ("s" if n.endswith(" s") else "") not in recorded]
+    assert not missing, f"numbers the benchmark did not record: {missing}"
