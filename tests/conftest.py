@@ -33,6 +33,15 @@ def ctrl_c_reaches_it():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in this process, as in a terminal: a test run started from a
+    shell's background job inherits SIGINT ignored (see ctrl_c_reaches_it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def make_tiny_model(seed=0, block_size=16, n_layer=2, n_head=2, n_embd=32):
     torch.manual_seed(seed)
     return GPT(GPTConfig(block_size=block_size, vocab_size=65, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).eval()

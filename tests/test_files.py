@@ -43,7 +43,7 @@ def test_a_link_at_the_old_temporary_name_is_not_followed(tmp_path):
     assert path.read_bytes() == b"new"
 
 
-def test_ctrl_c_during_a_deferred_write_comes_after_the_whole_file(tmp_path):
+def test_ctrl_c_during_a_deferred_write_comes_after_the_whole_file(tmp_path, ctrl_c_raises):
     path = tmp_path / "out.bin"
 
     def write(f):
@@ -58,7 +58,7 @@ def test_ctrl_c_during_a_deferred_write_comes_after_the_whole_file(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
 
 
-def test_a_deferred_block_without_ctrl_c_raises_nothing():
+def test_a_deferred_block_without_ctrl_c_raises_nothing(ctrl_c_raises):
     with ctrl_c_deferred():
         pass
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

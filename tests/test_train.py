@@ -406,7 +406,7 @@ def test_ctrl_c_after_a_resume_keeps_the_best_and_resume_continues_from_the_inte
     assert not (tmp_path / "ckpt-interrupted.pt").exists()  # the run went past it: resume uses ckpt.pt again
 
 
-def test_ctrl_c_while_a_checkpoint_is_written_is_one_line(prepared, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_while_a_checkpoint_is_written_is_one_line(prepared, tmp_path, monkeypatch, capsys, ctrl_c_raises):
     """Ctrl-C inside torch.save, which would otherwise raise an error of its own from its zip
     writer: the checkpoint is finished first, then the run stops as on any Ctrl-C."""
     original, calls = torch.save, []
