@@ -94,8 +94,8 @@ class TrainConfig:
     device: str = key("auto", "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'")
     dtype: str = key("float32", "'float32' or 'bfloat16' (autocast, for GPUs that support it)")
     seed: int = key(1337, "seed for initialisation and batches")
-    # bench/bench_torchrun.py, the quick recipe on 2 CPU cores: 1.11x the tokens per second compiled, but the
-    # first compilation takes 22 s, more than the 4 s it then saves over 750 iterations: off by default
+    # bench/bench_torchrun.py, the quick recipe on 2 CPU cores: 1.11x the tokens per second compiled, but its first
+    # run reaches its first iteration after 27.4 s instead of 5.7 s, more than 1.11x wins back in a 50 s recipe
     compile: bool = key(False, "torch.compile the model (nanoGPT's key)")
 
 

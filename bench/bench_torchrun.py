@@ -26,6 +26,7 @@ from files import write_atomically  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "docs", "bench", "torchrun.txt")
 TOKENS_PER_ITER = 16 * 64  # config/train_quick.py: 2 micro-batches of 8 blocks of 64 characters
+LOG_INTERVAL = 50  # iterations between the speeds train.py prints
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 WAYS = {  # name: (launcher, threads per process, extra keys)
     "1 process, 2 threads": ([sys.executable], 2, []),
@@ -35,11 +36,11 @@ WAYS = {  # name: (launcher, threads per process, extra keys)
 }
 
 
-def run(name, iters, log_interval, folder):
+def run(name, iters, folder):
     """Train one way; (tokens per second after the first log interval, seconds to the first logged iteration)."""
     launcher, threads, extra = WAYS[name]
     command = [*launcher, os.path.join(ROOT, "train.py"), os.path.join(ROOT, "config", "train_quick.py"),
-               f"--max_iters={iters}", f"--eval_interval={iters}", f"--log_interval={log_interval}",
+               f"--max_iters={iters}", f"--eval_interval={iters}", f"--log_interval={LOG_INTERVAL}",
                "--device=cpu", f"--ckpt_path={os.path.join(folder, 'quick.pt')}", "--overwrite=true", *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     start = time.perf_counter()
@@ -62,14 +63,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="runs of each way, in turns (default %(default)s)")
     parser.add_argument("--save", action="store_true", help="write the results to docs/bench/torchrun.txt")
     args = parser.parse_args()
-    log_interval = 50
     speeds = {name: [] for name in WAYS}
     starts = {name: [] for name in WAYS}
     with tempfile.TemporaryDirectory() as folder:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(folder, "inductor")  # empty: a first compilation
         for repeat in range(args.repeats):
             for name in WAYS:
-                speed, start = run(name, args.iters, log_interval, folder)
+                speed, start = run(name, args.iters, folder)
                 speeds[name].append(speed)
                 starts[name].append(start)
                 print(f"  run {repeat + 1}, {name}: {speed:,.0f} tok/s, first log after {start:.1f}s", flush=True)

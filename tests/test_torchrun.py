@@ -136,6 +136,6 @@ def test_ctrl_c_saves_once_and_resume_continues_under_torchrun(prepared, tmp_pat
 
 @pytest.mark.parametrize("environ, fragment", [({"RANK": "2", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}, "does not fit"),
                                                ({"RANK": "x", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}, "integers")])
-def test_a_broken_torchrun_environment_is_one_line(environ, fragment):
+def test_a_broken_torchrun_environment_is_refused(environ, fragment):
     with pytest.raises(train.ConfigError, match=fragment):
         train.processes(environ)
