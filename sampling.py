@@ -515,9 +515,9 @@ class Decoding:
         stages = {name: stage for name, stage in self._all_stages(stoi)}
         chain = LLAMA_CPP_CHAIN if self.order == "llama.cpp" else HF_CHAIN
         if self.mirostat:
-            chain = ("logit_bias",) + (PENALTIES if self.order == "hf" else ()) + ("temperature", "mirostat")
+            chain = FIRST + (PENALTIES if self.order == "hf" else ()) + ("temperature", "mirostat")
         elif self.is_greedy and self.order == "hf":
-            chain = ("logit_bias",) + PENALTIES
+            chain = FIRST + PENALTIES + ("watermark",)
         return [stages[name] for name in chain if name in stages]
 
     def _all_stages(self, stoi):
@@ -585,16 +585,17 @@ class Decoding:
         return chosen
 
 
+FIRST = ("guidance", "regex", "logit_bias")  # guidance reads the model's own logits; the pattern's mask before any choice
 PENALTIES = ("repetition", "frequency_presence", "dry", "no_repeat")
 WARPER_SETTINGS = ("top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma",
                    "xtc_probability")  # the settings of the stages that only sampling applies in Hugging Face's order
-HF_CHAIN = ("logit_bias",) + PENALTIES + ("temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta",
-                                          "top_n_sigma", "xtc", "mirostat")
+HF_CHAIN = FIRST + PENALTIES + ("watermark", "temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta",
+                                 "top_n_sigma", "xtc", "mirostat")
 # llama.cpp's default sampler chain (common/common.h): penalties, dry, top_n_sigma, top_k, typ_p,
 # top_p, min_p, xtc, temperature; logit bias comes first. No-repeat-n-gram, epsilon and eta are
 # not in llama.cpp: they sit with the penalties and the truncations.
-LLAMA_CPP_CHAIN = ("logit_bias",) + PENALTIES + ("top_n_sigma", "top_k", "typical", "top_p", "min_p", "epsilon",
-                                                 "eta", "xtc", "temperature")
+LLAMA_CPP_CHAIN = FIRST + PENALTIES + ("watermark", "top_n_sigma", "top_k", "typical", "top_p", "min_p", "epsilon",
+                                        "eta", "xtc", "temperature")
 
 
 def format_bias(bias):
