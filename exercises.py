@@ -163,3 +163,28 @@ def check_residual(fn):
     for V in (5, 65):
         cases.append((F.softmax(torch.randn(3, V, generator=g), -1), F.softmax(torch.randn(3, V, generator=g), -1)))
     return check("residual", fn, speculative.residual, cases)
+
+
+def check_allowed(fn):
+    """fn(pattern, text, vocabulary) -> (V,) bool: the characters c of vocabulary after which
+    text + c can still become a full match of pattern."""
+    abc, letters = "ab-", "-abcdefghijklmnopqrstuvwxyz"
+    cases = [("a+", "", abc), ("a+", "a", abc), ("ab|ba", "", abc), ("ab|ba", "a", abc), ("ab|ba", "ab", abc),
+             ("(ab)*", "ab", abc), ("x", "", abc), ("[a-z]{3}-[a-z]{2}", "abc", letters),
+             ("[a-z]{3}-[a-z]{2}", "abc-d", letters)]
+    return check("allowed", lambda *case: torch.as_tensor(fn(*case)).float(),
+                 lambda *case: sampling.allowed(*case).float(), cases)
+
+
+def check_green_list(fn):
+    """fn(previous_token, vocab_size, gamma) -> (V,) bool: the green list of Hugging Face's "lefthash"
+    watermark, the first floor(gamma V) ids of randperm(V) seeded with 15485863 * previous_token."""
+    cases = [(0, 4, 0.5), (1, 4, 0.5), (3, 10, 0.3), (7, 65, 0.25), (64, 65, 0.5), (12, 65, 0.1)]
+    return check("green list", lambda *case: torch.as_tensor(fn(*case)).float(),
+                 lambda *case: sampling.green_list(*case).float(), cases)
+
+
+def check_z_score(fn):
+    """fn(green, total, gamma) -> z = (green - gamma total) / sqrt(total gamma (1 - gamma))."""
+    cases = [(1, 4, 0.25), (25, 100, 0.25), (40, 100, 0.25), (10, 100, 0.25), (90, 200, 0.5), (30, 60, 0.1)]
+    return check("z-score", fn, sampling.watermark_z_score, cases)

@@ -165,9 +165,10 @@ class GPT(nn.Module):
         """Parameters, counting the tied embedding once and leaving out position embeddings (as nanoGPT)."""
         return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None, cache=None, hidden=False):
         """idx (B, T) token ids -> logits (B, T, V) at every position, and the mean
-        cross-entropy against targets (B, T) when they are given (else None).
+        cross-entropy against targets (B, T) when they are given (else None); with hidden=True,
+        the last hidden states (B, T, C) too, after the final LayerNorm (contrastive search reads them).
 
         With a KVCache, idx holds only the tokens that follow the cached ones: they take the
         next positions, attend to the cache, and are appended to it."""
@@ -181,8 +182,9 @@ class GPT(nn.Module):
             x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, C) -> (B, T, V)
+        x = self.transformer.ln_f(x)  # (B, T, C): the last hidden states
+        logits = self.lm_head(x)  # (B, T, C) -> (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))  # (B*T, V), (B*T,)
-        return logits, loss
+        return (logits, loss, x) if hidden else (logits, loss)

@@ -14,6 +14,8 @@ Sample from a trained model, and watch how the next character is chosen.
     python sample.py --compare                         # every strategy on the same prompt
     python sample.py --draft checkpoints/draft.pt      # speculative decoding: same text distribution, faster
     python sample.py --draft ngram --walkthrough       # each round: drafts, p and q, accepted or not
+    python sample.py --watermark 2 > out.txt           # a watermarked text (Kirchenbauer et al. 2023)
+    python sample.py --detect out.txt                  # its z-score: watermarked when z > 4
 
 In --start, --stop, --logit_bias and --dry_sequence_breakers, \\n stands for a newline.
 """
@@ -158,6 +160,11 @@ def build_parser():
     m.add_argument("--steps", type=int, default=3, help="steps shown in detail by --walkthrough")
     m.add_argument("--compare", action="store_true", help="decode the prompt with each strategy, one after another")
     m.add_argument("--lang", choices=list(WORDS), default="en", help="the language of --walkthrough: en or zh (中文)")
+    w = p.add_argument_group("watermark detection")
+    w.add_argument("--detect", metavar="FILE",
+                   help="generate nothing: score the UTF-8 text in FILE for the watermark of --watermark, with "
+                        "the writer's --watermark_gamma, and print one line: characters scored, green ones, "
+                        f"z-score, and the verdict z > {sampling.WATERMARK_THRESHOLD:g} (Kirchenbauer et al. 2023)")
     return p
 
 
@@ -176,6 +183,12 @@ def parse_args(argv=None):
         parser.error(f"--length_penalty must be in [-10, 10], got {args.length_penalty}")
     if args.walkthrough and args.compare:
         parser.error("choose one of --walkthrough and --compare")
+    if args.detect is not None:
+        others = [flag for flag, given in [("--walkthrough", args.walkthrough), ("--compare", args.compare),
+                                           ("--draft", args.draft is not None), ("--num_beams", args.num_beams > 1)]
+                  if given]
+        if others:
+            parser.error(f"--detect scores a file and generates nothing: drop {', '.join(others)}")
     chosen = {f.name: getattr(args, f.name) for f in fields(Decoding) if getattr(args, f.name) is not None}
     chosen["stop"] = tuple(chosen.get("stop", ()))
     try:
@@ -183,6 +196,8 @@ def parse_args(argv=None):
     except ValueError as e:
         named = str(e).split()[0] in chosen
         parser.error(("--" if named else "") + str(e))
+    if args.num_beams > 1 and args.decoding.penalty_alpha:
+        parser.error("--penalty_alpha: contrastive search chooses one character at a time: drop --num_beams")
     if args.draft is not None:
         problem = speculative_conflict(args)
         if problem:
@@ -211,7 +226,7 @@ def check_device(name):
 def check_vocabulary(args, stoi):
     """A one-line error for a flag that names characters the model does not know, or None."""
     named = [("--start", args.start), ("--logit_bias", "".join(c for c, _ in args.decoding.logit_bias)),
-             *(("--stop", s) for s in args.decoding.stop)]
+             *(("--stop", s) for s in args.decoding.stop), ("--negative_prompt", args.decoding.negative_prompt or "")]
     for flag, text in named:
         try:
             checkpoint.encode(text, stoi)
@@ -221,6 +236,9 @@ def check_vocabulary(args, stoi):
         return "--start is empty: give at least one character"
     if args.logprobs > len(stoi):
         return f"--logprobs must be in [0, {len(stoi)}] (the vocabulary's size), got {args.logprobs}"
+    pattern = args.decoding.regex
+    if pattern and not any(sampling.can_follow(pattern, "", sampling.characters(stoi))):
+        return f"--regex {pattern!r}: no character of the vocabulary can begin a match"
     return None
 
 
@@ -237,6 +255,11 @@ def cut_stop(text, stops):
 def pending(text, stops):
     """How many characters at the end of text may still turn out to begin a stop string."""
     return max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+
+
+def pattern_matched(decoding, text, stoi):
+    """True when text matches --regex in full and no character can extend it: where it ends."""
+    return bool(decoding.regex) and sampling.matched(decoding.regex, text, sampling.characters(stoi))
 
 
 def row_ids(steps, row):
@@ -277,7 +300,7 @@ def print_samples(model, idx, args, itos, stoi):
         if i:
             print("---------------")
             print(prompt + text)
-        if steps and steps[-1].finished[i] and len(text) == len(ids):
+        if steps and steps[-1].finished[i] and len(text) == len(ids) and not pattern_matched(args.decoding, text, stoi):
             print(f"note: sample {i + 1} ended after {len(ids)} characters: the settings left no character "
                   f"to draw", file=sys.stderr)
         if args.logprobs:
@@ -330,7 +353,7 @@ def print_step(number, events, step, context, itos, cached, words):
 def other_order(decoding, events, context, prompt_length, itos, stoi, words):
     """What the same settings give in the other order, on the first step's logits, when it differs
     (not for greedy decoding: Hugging Face's order then applies no warper, see Decoding.ignored)."""
-    if decoding.is_random or decoding.is_greedy:
+    if decoding.is_random or decoding.is_greedy or decoding.reads_model:  # a Run of their own: not on one step's logits
         return
     other = replace(decoding, order="hf" if decoding.order == "llama.cpp" else "llama.cpp")
     raw = dict(events)["logits"]
@@ -500,6 +523,8 @@ def speculate(model, meta, idx, args):
         out.text += checkpoint.decode(r.tokens, itos)
         if number <= steps:
             ending = r.finished and ("a stop string completed" if cut_stop(out.text, stops) != out.text else
+                                     "it matches --regex in full and no character can extend it"
+                                     if pattern_matched(args.decoding, out.text, meta["stoi"]) else
                                      "the settings left no character to draw")
             print_round(number, r, prompt + out.text, itos, args.decoding.is_greedy, ending)
             if number == steps:
@@ -512,15 +537,56 @@ def speculate(model, meta, idx, args):
     if len(rounds) < steps:  # fewer rounds than --steps: the text is printed once, at the end
         print("\nthe text:\n" + prompt + cut_stop(text, stops), end="")
     print()
-    if rounds and rounds[-1].finished and cut_stop(text, stops) == text:
+    if rounds and rounds[-1].finished and cut_stop(text, stops) == text \
+            and not pattern_matched(args.decoding, text, meta["stoi"]):
         print(f"note: the text ended after {len(text)} characters: the settings left no character to draw",
               file=sys.stderr)
     print(statistics(rounds, seconds), file=sys.stderr)
     return 0
 
 
+def detect(args):
+    """--detect: one line on the watermark in the file, from the checkpoint's vocabulary alone (the
+    model is not run); exit status 2 for a file that cannot be scored."""
+    try:
+        with open(args.detect, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return fail(f"--detect: no file at {args.detect}", 2)
+    except UnicodeDecodeError:
+        return fail(f"--detect: {args.detect} is not UTF-8 text", 2)
+    except OSError as e:
+        return fail(f"--detect: cannot read {args.detect} ({e.strerror})", 2)
+    try:
+        _, meta, _ = checkpoint.load(args.ckpt, "cpu", args.meta)
+    except checkpoint.CheckpointError as e:
+        return fail(str(e), 1)
+    try:
+        ids = torch.tensor(checkpoint.encode(text, meta["stoi"]), dtype=torch.long)  # (N,)
+    except ValueError as e:
+        return fail(f"--detect {args.detect}: {e}", 2)
+    if len(ids) < 2:
+        return fail(f"--detect: {args.detect} holds {len(ids)} character{'s' * (len(ids) != 1)}: too short to "
+                    f"score (each character is scored by the one before it)", 2)
+    gamma = args.decoding.watermark_gamma
+    found = sampling.detect_watermark(ids, meta["vocab_size"], gamma)
+    verdict = "watermarked" if found.watermarked else "not watermarked"
+    print(f"{args.detect}: {found.scored} characters scored, {found.green} green ({found.green / found.scored:.1%}, "
+          f"{gamma:.0%} expected without the watermark), z = {found.z:.2f}: {verdict} "
+          f"(z {'>' if found.watermarked else '<='} {sampling.WATERMARK_THRESHOLD:g})")
+    return 0
+
+
+def fail(message, status):
+    """Print the one-line error and return the exit status."""
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.detect is not None:
+        return detect(args)
     problem = check_device(args.device)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -539,8 +605,10 @@ def main(argv=None):
     idx = torch.tensor([checkpoint.encode(args.start, stoi)], device=args.device)  # (1, T)
     ignored = args.decoding.ignored()
     if ignored and args.num_beams == 1 and not args.compare:
-        print(f"note: greedy decoding in Hugging Face's order ignores {', '.join('--' + n for n in ignored)} "
-              f"(--order llama.cpp applies them before taking the argmax)", file=sys.stderr)
+        who, why = (("contrastive search", "it applies no warper, as Hugging Face's: --top_k only counts its candidates")
+                    if args.decoding.penalty_alpha else
+                    ("greedy decoding in Hugging Face's order", "--order llama.cpp applies them before taking the argmax"))
+        print(f"note: {who} ignores {', '.join('--' + n for n in ignored)} ({why})", file=sys.stderr)
     if args.draft is not None:
         return speculate(model, meta, idx, args)
     if args.walkthrough:

@@ -6,22 +6,28 @@ tokens it removes, and never edits its input. `Decoding` holds the settings of a
 turns them into the list of stages a token passes through; `stream()` is the one decode loop.
 The default order is the one of Hugging Face transformers:
 
-    logit bias -> repetition -> frequency/presence -> DRY -> no-repeat n-gram    (penalties)
+    guidance -> pattern mask -> logit bias
+    -> repetition -> frequency/presence -> DRY -> no-repeat n-gram                (penalties)
     -> temperature (or dynamic temperature) -> top-k -> top-p -> min-p -> typical
     -> epsilon -> eta -> top-n-sigma -> XTC -> mirostat                           (warpers)
+    -> watermark
     -> softmax -> categorical draw (or argmax when temperature == 0)
 
-and Decoding(order="llama.cpp") gives llama.cpp's default chain, temperature last:
+(contrastive search, penalty_alpha > 0, replaces the warpers and the draw with its choice among the
+top_k candidates), and Decoding(order="llama.cpp") gives llama.cpp's default chain, temperature last:
 
-    logit bias -> penalties -> DRY -> top-n-sigma -> top-k -> typical -> top-p -> min-p -> XTC
-    -> temperature -> draw
+    guidance -> pattern mask -> logit bias -> penalties -> DRY -> top-n-sigma -> top-k -> typical
+    -> top-p -> min-p -> XTC -> watermark -> temperature -> draw
 
 B: batch rows, V: vocabulary size, T: tokens of context so far.
 """
+import functools
+import itertools
 import math
 from dataclasses import dataclass, field, fields
 from typing import Callable, NamedTuple, Optional
 
+import regex
 import torch
 import torch.nn.functional as F
 
@@ -356,6 +362,233 @@ def dry_penalty(logits, context, multiplier, base=1.75, allowed_length=2, breake
     return out
 
 
+# ----------------------------------------------------------------------------- the watermark
+
+WATERMARK_KEY = 15485863  # the hash key: Hugging Face's default (the millionth prime); a deployment picks its own
+WATERMARK_THRESHOLD = 4.0  # z above this: watermarked (the paper's; one-sided p = 3e-5 for a text written without it)
+
+
+def green_list(previous_token, vocab_size, gamma=0.25, key=WATERMARK_KEY):
+    """The green list of the soft watermark (Kirchenbauer et al. 2023, "A Watermark for Large
+    Language Models", Algorithm 2), seeded by the previous token alone (context width 1):
+
+        seed = key * previous_token,   green = the first floor(gamma * V) ids of randperm(V) drawn with seed
+
+    Hugging Face's WatermarkLogitsProcessor._get_greenlist_ids with seeding_scheme "lefthash"
+    (transformers/generation/logits_process.py), whose lists these equal. The permutation is drawn on
+    the CPU whatever the model's device (CUDA's randperm gives others), so that a text written on a
+    GPU is detected alike on a CPU. -> (V,) bool"""
+    generator = torch.Generator().manual_seed(key * previous_token % (2 ** 64 - 1))
+    ids = torch.randperm(vocab_size, generator=generator)[:int(vocab_size * gamma)]  # (floor(gamma V),)
+    return torch.zeros(vocab_size, dtype=torch.bool).index_fill(0, ids, True)  # (V,)
+
+
+def green_lists(previous, vocab_size, gamma=0.25, key=WATERMARK_KEY):
+    """green_list() of each token of previous (N,), on its device. -> (N, V) bool"""
+    return torch.stack([green_list(p, vocab_size, gamma, key) for p in previous.tolist()]).to(previous.device)
+
+
+def watermark_logits(logits, previous, delta, gamma=0.25, key=WATERMARK_KEY):
+    """The soft watermark (Kirchenbauer et al. 2023, Algorithm 2; Hugging Face's
+    WatermarkLogitsProcessor, "lefthash", context width 1): delta added to the logits of the green
+    list of each row's previous token,
+
+        z_i -> z_i + delta * [i in green_list(previous)]
+
+    Where one token is far likelier than the rest it still wins; where several are close, a green
+    one mostly does, and the text holds more green tokens than the gamma expected by chance.
+    previous: (B,) the last token of each row's context; a removed token (-inf) stays removed."""
+    green = green_lists(previous, logits.size(-1), gamma, key)  # (B, V)
+    return torch.where(green, logits + delta, logits)  # (B, V)
+
+
+def watermark_z_score(green, total, gamma=0.25):
+    """z = (g - gamma T) / sqrt(T gamma (1 - gamma)) (Kirchenbauer et al. 2023, section 3; Hugging
+    Face's WatermarkDetector._compute_z_score): how many standard deviations the green count g of T
+    scored tokens lies above gamma T, its mean in a text written without the watermark, where each
+    token is green with probability gamma (a binomial count)."""
+    return (green - gamma * total) / math.sqrt(total * gamma * (1 - gamma))
+
+
+class Detection(NamedTuple):
+    """What detect_watermark() finds in a text."""
+    scored: int  # T: every token but the first, which has no previous token to seed its list
+    green: int  # how many of them are in their previous token's green list
+    z: float  # watermark_z_score(green, scored, gamma)
+    watermarked: bool  # z > threshold
+
+
+def detect_watermark(ids, vocab_size, gamma=0.25, threshold=WATERMARK_THRESHOLD, key=WATERMARK_KEY):
+    """The detector of Kirchenbauer et al. 2023 (section 3) on ids (N,): token t is green when it is in
+    green_list(ids[t - 1]), and the text is called watermarked when the z-score of the green count
+    exceeds the threshold. As Hugging Face's WatermarkDetector with its default
+    ignore_repeated_ngrams=False (a repeated pair counts each time); its default z_threshold is 3,
+    the paper's 4. A ValueError when N < 2: nothing to score."""
+    if ids.numel() < 2:
+        raise ValueError(f"the detector scores each token by the one before it: it needs at least 2, got {ids.numel()}")
+    lists = green_lists(torch.arange(vocab_size, device=ids.device), vocab_size, gamma, key)  # (V, V): row p, p's list
+    green = int(lists[ids[:-1], ids[1:]].sum())  # (N - 1,) -> ()
+    z = watermark_z_score(green, ids.numel() - 1, gamma)
+    return Detection(ids.numel() - 1, green, z, z > threshold)
+
+
+# ----------------------------------------------------------------------------- a pattern: constrained decoding
+
+def characters(stoi):
+    """The vocabulary as one string, the character of id i at index i: {'b': 1, 'a': 0} -> 'ab'."""
+    return "".join(sorted(stoi, key=stoi.get))
+
+
+def generated_texts(run, vocabulary):
+    """Each row's text after the prompt, as B strings. vocabulary: see characters()."""
+    return ["".join(vocabulary[i] for i in row) for row in run.ids[:, run.prompt_length:].tolist()]
+
+
+@functools.lru_cache(maxsize=4096)
+def can_follow(pattern, text, vocabulary):
+    """For each character c of vocabulary, whether text + c is still a prefix of some string that
+    matches pattern in full: regex.fullmatch(pattern, text + c, partial=True), the partial matching
+    of the regex package (the standard library's re has none). A tuple of V bools, cached: where a
+    text ends (matched()) asks about the text the next step's mask asks about, and a drafter about
+    the texts its target then checks."""
+    compiled = regex.compile(pattern)  # once: regex.fullmatch(pattern, ...) would look it up V times
+    return tuple(compiled.fullmatch(text + c, partial=True) is not None for c in vocabulary)
+
+
+def allowed(pattern, text, vocabulary):
+    """The characters that may follow text, (V,) bool: those after which the text can still become
+    a full match of pattern. vocabulary: the characters in id order, as one string ('小冬瓜')."""
+    return torch.tensor(can_follow(pattern, text, vocabulary), dtype=torch.bool)  # (V,)
+
+
+def matched(pattern, text, vocabulary):
+    """True where a constrained text ends: it matches pattern in full and no character can extend it."""
+    return regex.fullmatch(pattern, text) is not None and not any(can_follow(pattern, text, vocabulary))
+
+
+def regex_filter(logits, pattern, texts, vocabulary):
+    """Constrained decoding by masking (as Outlines and Hugging Face's prefix_allowed_tokens_fn do):
+    with t the row's text after the prompt (texts: B strings),
+
+        z_i -> z_i  if t + vocabulary[i] is a prefix of some string that matches pattern in full,  else -inf
+
+    so that at every step the text can still become a match. The text ends where it matches in
+    full and no character can extend it (matched(); stream() finishes the row there); a pattern
+    whose matches can always go on ([a-z]+) runs to max_new_tokens, and a text cut there may be an
+    unfinished prefix of a match.
+
+    Each step tries all V characters (can_follow()), V partial matches over the text: O(V T) per
+    row and step, measured on one CPU thread at 0.06 ms for T = 10 and 0.4 ms for T = 500
+    ([A-Za-z ,.\\n]+), beside 1.3 to 1.6 ms for a step of the shipped model. A DFA built once from
+    the pattern (Outlines, with interegular) took 0.01 to 0.07 ms, but needs another package, knows
+    less syntax and must prune dead states.
+
+    The mask renormalises each step on its own: the text is not drawn from the model's
+    distribution conditioned on matching the pattern. A first character the pattern allows keeps
+    all its probability, however unlikely the model finds every way of going on from it.
+
+    It comes first, before the penalties and the truncations (FIRST, in both orders): a truncation
+    applied before it could keep only characters the pattern forbids, and leave nothing to draw.
+    llama.cpp's common_sampler_sample (common/sampling.cpp) draws first, from its whole chain, and
+    applies the grammar only when the drawn token breaks it: it then draws again, the grammar
+    first. Without truncations that is the same distribution, p(x) + (1 - Z) p(x) / Z = p(x) / Z
+    with Z the allowed mass; with them it is not.
+
+    Partial matching says only that some string might still match: a pattern no string matches
+    (a[^\\s\\S]) lets 'a' through, and the row then has nothing left to draw. (B, V) -> (B, V)"""
+    keep = torch.stack([allowed(pattern, text, vocabulary) for text in texts]).to(logits.device)  # (B, V)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def is_pattern(text):
+    """True when text is a non-empty regular expression that the regex package compiles."""
+    try:
+        regex.compile(text)
+    except regex.error:
+        return False
+    return bool(text)
+
+
+def masked_vs_conditioned(pattern, vocabulary, next_probs, max_length):
+    """{text: (masked, conditioned)} for every text of 1 to max_length characters of vocabulary that
+    matches pattern in full, for a pattern none of whose matches begins another (so that the masked
+    sampler stops at each). next_probs(context) gives the model's p(. | context), (V,).
+
+        masked(c)      = prod_t p(c_t | c_<t) m_t(c_t) / sum_x p(x | c_<t) m_t(x)    m_t = allowed(pattern, c_<t)
+        conditioned(c) = P(c) / sum_{s matches} P(s),    P(c) = prod_t p(c_t | c_<t)
+
+    the first what the mask draws, renormalised step by step; the second the model's probability of
+    the text given that it begins with a match."""
+    def probability(text, masked):
+        total = 1.0
+        for t, char in enumerate(text):
+            p = torch.as_tensor(next_probs(text[:t]), dtype=torch.float64)  # (V,)
+            if masked:
+                kept = p * allowed(pattern, text[:t], vocabulary)  # (V,)
+                p = kept / kept.sum()
+            total *= p[vocabulary.index(char)].item()
+        return total
+
+    texts = ["".join(s) for n in range(1, max_length + 1) for s in itertools.product(vocabulary, repeat=n)]
+    matches = [t for t in texts if regex.fullmatch(pattern, t)]
+    mass = sum(probability(t, masked=False) for t in matches)
+    return {t: (probability(t, masked=True), probability(t, masked=False) / mass) for t in matches}
+
+
+# ----------------------------------------------------------------------------- guidance and contrastive search
+
+def classifier_free_guidance(logits, unconditional_logits, scale):
+    """Classifier-free guidance (Sanchez et al. 2023, "Stay on topic with Classifier-Free
+    Guidance"; Hugging Face UnbatchedClassifierFreeGuidanceLogitsProcessor), on log-probabilities:
+
+        log p_s(i) = log p_u(i) + s * (log p(i | prompt) - log p_u(i))
+
+    with p = softmax(logits) given the prompt and p_u = softmax(unconditional_logits) given
+    something else (a negative prompt). s = 1 gives log p, s = 0 log p_u, s > 1 moves the
+    distribution further from p_u than p is: p_s(i) is proportional to p(i)^s / p_u(i)^(s - 1).
+    The result is not normalised; softmax() of it is. (B, V), (B, V) -> (B, V)"""
+    log_p = F.log_softmax(logits, dim=-1)  # (B, V)
+    log_u = F.log_softmax(unconditional_logits, dim=-1)  # (B, V)
+    return log_u + scale * (log_p - log_u)
+
+
+def contrastive_score(probs, candidate_hidden, context_hidden, alpha):
+    """Contrastive search's score (Su et al. 2022, "A Contrastive Framework for Neural Text
+    Generation"), for each candidate v:
+
+        (1 - alpha) * p(v | x_<t) - alpha * max_{j < t} cos(h_v, h_j)
+
+    the model's confidence less the degeneration penalty, how much the candidate's last hidden
+    state h_v resembles one of the context's h_j (a repeat). probs (B, k) of the candidates,
+    candidate_hidden (B, k, C), context_hidden (B, T, C) -> (B, k)"""
+    h_v = F.normalize(candidate_hidden, dim=-1)  # (B, k, C)
+    h_j = F.normalize(context_hidden, dim=-1)  # (B, T, C)
+    penalty = (h_v @ h_j.transpose(1, 2)).amax(dim=-1)  # (B, k, C) @ (B, C, T) -> (B, k, T) -> (B, k)
+    return (1 - alpha) * probs - alpha * penalty
+
+
+def contrastive_filter(logits, ids, reader, k, alpha):
+    """Contrastive search as a stage: the k most likely tokens of softmax(logits) are the
+    candidates; the reader (a Reader of B * k rows) reads the context ids (B, T) with each of
+    them, which gives their hidden states and the context's; every token but the candidate of the
+    best contrastive_score() gets -inf. A removed token (probability 0) is never chosen. Ties go to
+    the more likely candidate.
+
+    As Hugging Face's contrastive search (its _ranking_fast, penalty_alpha and top_k; transformers
+    moved it out of the library in version 5, to the Hub repository
+    transformers-community/contrastive-search), with h the last hidden state after the final
+    LayerNorm. (B, V) -> (B, V)"""
+    B = logits.size(0)
+    probs, candidates = torch.topk(F.softmax(logits, dim=-1), k, dim=-1)  # (B, k), most likely first
+    reader(torch.cat((ids.repeat_interleave(k, dim=0), candidates.reshape(-1, 1)), dim=1))  # (B * k, T + 1)
+    hidden = reader.hidden.view(B, k, -1, reader.hidden.size(-1))  # (B * k, n, C) -> (B, k, n, C)
+    reader.forget(1)  # the candidate is no part of the context
+    score = contrastive_score(probs, hidden[:, :, -1], hidden[:, 0, :-1], alpha)  # (B, k)
+    chosen = candidates.gather(1, score.masked_fill(probs == 0, -math.inf).argmax(dim=-1, keepdim=True))  # (B, 1)
+    others = torch.ones_like(logits, dtype=torch.bool).scatter(1, chosen, False)  # (B, V)
+    return logits.masked_fill(others, float("-inf"))
+
+
 # ----------------------------------------------------------------------------- the settings
 
 def setting(default, kind, help, rule=None, ok=None):
@@ -447,6 +680,32 @@ class Decoding:
                                   lambda v: math.isfinite(v) and 0 < v <= 100)
     mirostat_eta: float = setting(0.1, float, "mirostat: the learning rate of its bound μ", "in (0, 1]",
                                   lambda v: 0 < v <= 1)
+    # the watermark (Kirchenbauer et al. 2023)
+    watermark: float = setting(
+        0.0, float, "watermark the text: add δ to the logits of a green list of characters seeded by the "
+        "previous one, for --detect to find (Kirchenbauer et al. 2023; 2 is usual); 0 is off", "in [0, 100]",
+        finite_in(0, 100))
+    watermark_gamma: float = setting(
+        0.25, float, "the watermark's green lists hold this fraction γ of the vocabulary (the writer's and "
+        "--detect's must agree)", "in (0, 1)", lambda v: 0 < v < 1)
+    # constrained decoding: a regular expression the text must match
+    regex: Optional[str] = setting(
+        None, str, "keep the text after the prompt a prefix of a full match of this pattern (the regex "
+        "package's syntax); a sample ends when it matches in full and no character can extend it, or at "
+        "--max_new_tokens, maybe as an unfinished prefix of a match", "a valid, non-empty regular expression",
+        is_pattern)
+    # classifier-free guidance and contrastive search
+    guidance_scale: float = setting(
+        1.0, float, "classifier-free guidance: log-probabilities pushed away from those without the prompt, "
+        "log p_u + s·(log p - log p_u) (Sanchez et al. 2023; Hugging Face); 1 is off", "in [0, 100]",
+        finite_in(0, 100))
+    negative_prompt: Optional[str] = setting(
+        None, str, "guidance: the text p_u continues instead of the prompt (default: the prompt's last "
+        "character alone, as Hugging Face's)", "non-empty", lambda v: len(v) > 0)
+    penalty_alpha: float = setting(
+        0.0, float, "contrastive search: of the --top_k most likely characters, choose the one with the highest "
+        "(1 - α)·p - α·(its hidden state's greatest cosine similarity to the context's) (Su et al. 2022; "
+        "Hugging Face); no draw, no warper; 0 is off", "in [0, 1]", finite_in(0, 1))
     order: str = setting("hf", str, "the order of the stages: Hugging Face's, or llama.cpp's (temperature last)",
                          "hf or llama.cpp", lambda v: v in ORDERS)
     stop: tuple = setting((), str, "end a sample when its text ends with this string, which is not "
@@ -476,12 +735,26 @@ class Decoding:
                 problems.append("mirostat needs a temperature > 0 (0 is greedy)")
             if self.order == "llama.cpp" and self.penalties_on:
                 problems.append("llama.cpp applies no penalties when mirostat is on: drop them, or use order hf")
+        if self.negative_prompt is not None and self.guidance_scale == 1:
+            problems.append("negative_prompt needs a guidance_scale other than 1 (1 is off)")
+        if self.penalty_alpha:
+            if self.top_k is None or self.top_k < 2:
+                problems.append("penalty_alpha needs top_k >= 2: contrastive search compares the top_k candidates")
+            if self.order == "llama.cpp":
+                problems.append("penalty_alpha (contrastive search) is Hugging Face's, with no llama.cpp order: use order hf")
+            if self.mirostat:
+                problems.append("penalty_alpha chooses without drawing: drop mirostat")
         return problems
 
     def ignored(self):
         """The settings that change nothing: greedy decoding in Hugging Face's order applies the
         penalties and no warper, as generate() with do_sample=False does (it warns about them too).
-        Some could have changed the argmax (typical, XTC); llama.cpp's order applies them all."""
+        Some could have changed the argmax (typical, XTC); llama.cpp's order applies them all.
+        Contrastive search applies no warper either (Hugging Face's, with do_sample=False): top_k
+        only counts its candidates; the temperature changes nothing."""
+        if self.penalty_alpha:
+            return [name for name in ("temperature", "dynatemp_range", *WARPER_SETTINGS)
+                    if name != "top_k" and name in self.changed()]
         if not (self.is_greedy and self.order == "hf"):
             return []
         return [name for name in WARPER_SETTINGS if getattr(self, name)]
@@ -501,6 +774,12 @@ class Decoding:
         mirostat): the processed logits are then not a function of the context alone."""
         return bool(self.xtc_probability) or bool(self.mirostat)
 
+    @property
+    def reads_model(self):
+        """True when a stage runs the model itself (guidance, contrastive search): start() then
+        needs the model."""
+        return self.guidance_scale != 1 or bool(self.penalty_alpha)
+
     def changed(self):
         """{name: value} of the settings that differ from their defaults."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
@@ -514,14 +793,30 @@ class Decoding:
         temperature stage."""
         stages = {name: stage for name, stage in self._all_stages(stoi)}
         chain = LLAMA_CPP_CHAIN if self.order == "llama.cpp" else HF_CHAIN
-        if self.mirostat:
-            chain = FIRST + (PENALTIES if self.order == "hf" else ()) + ("temperature", "mirostat")
+        if self.penalty_alpha:
+            chain = FIRST + PENALTIES + ("watermark", "contrastive")
+        elif self.mirostat:
+            chain = FIRST + (PENALTIES if self.order == "hf" else ()) + ("temperature", "mirostat", "watermark")
         elif self.is_greedy and self.order == "hf":
             chain = FIRST + PENALTIES + ("watermark",)
         return [stages[name] for name in chain if name in stages]
 
     def _all_stages(self, stoi):
         """(chain name, Stage) for every stage these settings switch on."""
+        if self.guidance_scale != 1:
+            if self.negative_prompt is not None and stoi is None:
+                raise ValueError("negative_prompt names characters: pass the vocabulary (stoi)")
+            negative = None if self.negative_prompt is None else torch.tensor([[stoi[c] for c in self.negative_prompt]])
+            against = "the prompt's last character" if negative is None else repr(self.negative_prompt)
+            yield "guidance", Stage(f"guidance {self.guidance_scale:g} against {against}",
+                                    lambda z, run: classifier_free_guidance(
+                                        z, run.unconditional(unconditional_ids(run, negative)), self.guidance_scale))
+        if self.regex:
+            if stoi is None:
+                raise ValueError("the pattern's mask reads the text: pass the vocabulary (stoi)")
+            vocabulary = characters(stoi)
+            yield "regex", Stage(f"regex {self.regex}".replace("\n", "\\n"),
+                                 lambda z, run: regex_filter(z, self.regex, generated_texts(run, vocabulary), vocabulary))
         if self.logit_bias:
             yield "logit_bias", Stage(f"logit bias {format_bias(self.logit_bias)}",
                                       lambda z, run: logit_bias(z, bias_vector(self.logit_bias, stoi, z)))
@@ -545,6 +840,10 @@ class Decoding:
         if self.no_repeat_ngram_size:
             yield "no_repeat", Stage(f"no repeated {self.no_repeat_ngram_size}-gram",
                                      lambda z, run: no_repeat_ngram(z, run.ids, self.no_repeat_ngram_size))
+        if self.watermark:
+            yield "watermark", Stage(f"watermark δ {self.watermark:g}, γ {self.watermark_gamma:g}",
+                                     lambda z, run: watermark_logits(z, run.ids[:, -1], self.watermark,
+                                                                     self.watermark_gamma))
         if self.is_greedy and self.order == "llama.cpp":
             yield "temperature", Stage("temperature 0: the argmax only", lambda z, run: argmax_only(z))
         elif self.dynatemp_range:
@@ -568,16 +867,25 @@ class Decoding:
         if self.mirostat:
             yield "mirostat", Stage(f"mirostat 2 (τ {self.mirostat_tau:g}, η {self.mirostat_eta:g})",
                                     lambda z, run: mirostat_filter(z, run.mu))
+        if self.penalty_alpha:
+            yield "contrastive", Stage(f"contrastive search α {self.penalty_alpha:g} among the top {self.top_k}",
+                                       lambda z, run: contrastive_filter(z, run.ids, run.lookahead, self.top_k,
+                                                                         self.penalty_alpha))
 
-    def start(self, ids, generator=None):
-        """The Run of a generation that continues the prompts ids (B, T)."""
+    def start(self, ids, generator=None, model=None):
+        """The Run of a generation that continues the prompts ids (B, T); guidance and contrastive
+        search read the model too, each with a Reader of its own."""
         mu = torch.full((ids.size(0),), 2.0 * self.mirostat_tau, device=ids.device) if self.mirostat else None
-        return Run(ids, ids.size(1), generator, mu)
+        if self.reads_model and model is None:
+            raise ValueError("guidance and contrastive search run the model: pass it to start()")
+        unconditional = Reader(model, ids.size(0)) if self.guidance_scale != 1 else None
+        lookahead = Reader(model, ids.size(0) * self.top_k) if self.penalty_alpha else None
+        return Run(ids, ids.size(1), generator, mu, unconditional=unconditional, lookahead=lookahead)
 
     def choose(self, logits, run):
-        """The next token from processed logits: argmax when greedy, else a draw from the row's
-        generator; mirostat then moves its bound. (B, V) -> (B, 1)"""
-        if self.is_greedy:
+        """The next token from processed logits: argmax when greedy or contrastive (its stage left
+        one token), else a draw from the row's generator; mirostat then moves its bound. (B, V) -> (B, 1)"""
+        if self.is_greedy or self.penalty_alpha:
             return greedy(logits)
         chosen = sample(logits, run.generator)  # (B, 1)
         if self.mirostat:
@@ -585,17 +893,25 @@ class Decoding:
         return chosen
 
 
+# The pattern's mask (regex) comes before the penalties and the truncations, in both orders: a
+# truncation applied before it could keep only characters the pattern forbids, leaving nothing to draw.
 FIRST = ("guidance", "regex", "logit_bias")  # guidance reads the model's own logits; the pattern's mask before any choice
 PENALTIES = ("repetition", "frequency_presence", "dry", "no_repeat")
 WARPER_SETTINGS = ("top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma",
                    "xtc_probability")  # the settings of the stages that only sampling applies in Hugging Face's order
-HF_CHAIN = FIRST + PENALTIES + ("watermark", "temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta",
-                                 "top_n_sigma", "xtc", "mirostat")
+# The watermark comes last in Hugging Face's order, after the temperature and the truncations
+# (_get_logits_processor, since transformers PR #34630): delta is added to the logits the draw reads,
+# so its strength does not depend on the temperature, and a truncated token stays removed.
+HF_CHAIN = FIRST + PENALTIES + ("temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta",
+                                "top_n_sigma", "xtc", "mirostat", "watermark")
 # llama.cpp's default sampler chain (common/common.h): penalties, dry, top_n_sigma, top_k, typ_p,
 # top_p, min_p, xtc, temperature; logit bias comes first. No-repeat-n-gram, epsilon and eta are
-# not in llama.cpp: they sit with the penalties and the truncations.
-LLAMA_CPP_CHAIN = FIRST + PENALTIES + ("watermark", "top_n_sigma", "top_k", "typical", "top_p", "min_p", "epsilon",
-                                        "eta", "xtc", "temperature")
+# not in llama.cpp: they sit with the penalties and the truncations. llama.cpp has no watermark: it
+# comes after the truncations, as in Hugging Face's order, and before the temperature, which
+# llama.cpp keeps last and which at 0 keeps the argmax alone (a watermark after it would change
+# nothing); delta is then divided by the temperature like every other logit.
+LLAMA_CPP_CHAIN = FIRST + PENALTIES + ("top_n_sigma", "top_k", "typical", "top_p", "min_p", "epsilon", "eta", "xtc",
+                                       "watermark", "temperature")
 
 
 def format_bias(bias):
@@ -626,6 +942,8 @@ class Run:
     prompt_length: int
     generator: object = None  # a torch.Generator, a list of B of them (one per row), or None
     mu: Optional[torch.Tensor] = None  # (B,): mirostat's bound on the surprise, per row
+    unconditional: Optional["Reader"] = None  # guidance: the model reading the text without the prompt
+    lookahead: Optional["Reader"] = None  # contrastive search: the model reading the text with each candidate
 
     def window(self, last_n, generated_only=False):
         """The last `last_n` tokens of the context (all when None), (B, <= T); only the
@@ -688,6 +1006,38 @@ def next_logits(model, idx, cache=None, new=1):
     return model(fed, cache=cache)[0][:, -1, :]  # (B, n, V) -> (B, V)
 
 
+class Reader:
+    """The model reading a text of a stage's own as it grows, with a KV cache of its own and
+    model_input()'s schedule: guidance's text without the prompt, contrastive search's text with
+    each candidate. It keeps the last hidden state of every position in its cache, so that after a
+    restart of the window they are those of the new window."""
+
+    def __init__(self, model, rows):
+        self.model, self.cache, self.read = model, model.new_cache(rows), 0
+        self.hidden = model.lm_head.weight.new_zeros(rows, 0, model.config.n_embd)  # (rows, cache.length, C)
+
+    def __call__(self, ids):
+        """The logits (rows, V) for the token after ids (rows, T), whose first self.read tokens it has read before."""
+        fed = model_input(ids, self.cache, self.model.config.block_size, ids.size(1) - self.read)  # (rows, n)
+        logits, _, hidden = self.model(fed, cache=self.cache, hidden=True)  # (rows, n, V), (rows, n, C)
+        self.hidden = torch.cat((self.hidden, hidden), dim=1)[:, -self.cache.length:]  # (rows, cache.length, C)
+        self.read = ids.size(1)
+        return logits[:, -1]  # (rows, V)
+
+    def forget(self, n):
+        """Take back the last n tokens read."""
+        self.cache.truncate(self.cache.length - n)
+        self.hidden, self.read = self.hidden[:, :-n], self.read - n
+
+
+def unconditional_ids(run, negative=None):
+    """Guidance's text without the prompt, as Hugging Face's: the negative prompt (1, N), or else
+    the prompt's last token, then every token generated so far. -> (B, N + generated)"""
+    first = run.ids[:, run.prompt_length - 1:run.prompt_length] if negative is None else \
+        negative.to(run.ids.device).expand(run.ids.size(0), -1)  # (B, N)
+    return torch.cat((first, run.ids[:, run.prompt_length:]), dim=1)
+
+
 class Step(NamedTuple):
     """What stream() yields at each step."""
     ids: torch.Tensor  # (B, 1): the token chosen for each row; -1 where a row has none (it has finished)
@@ -711,13 +1061,15 @@ def stream(model, idx, max_new_tokens, decoding=Decoding(), generator=None, use_
     row has finished. idx: (B, T) prompt ids.
 
     A row finishes when its generated text ends with one of decoding.stop (stoi encodes them;
-    the stop string is part of the text, for the caller to cut), or when the stages leave it
-    nothing to draw, every token removed (the row then gets no token, -1). observe(name,
+    the stop string is part of the text, for the caller to cut), when it matches decoding.regex
+    in full and no character can extend it (matched()), or when the stages leave it nothing to
+    draw, every token removed (the row then gets no token, -1). observe(name,
     tensor), when given, sees at every step the ids fed to the model ("ids"), its logits
     ("logits") and the logits after every stage."""
     stages = decoding.stages(stoi)
     stops = [[stoi[c] for c in s] for s in decoding.stop]
-    run = decoding.start(idx, generator)
+    vocabulary = characters(stoi) if decoding.regex else None
+    run = decoding.start(idx, generator, model)
     cache = model.new_cache(idx.size(0)) if use_cache else None
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
     new = idx.size(1)  # the prompt is read once
@@ -735,6 +1087,9 @@ def stream(model, idx, max_new_tokens, decoding=Decoding(), generator=None, use_
         finished |= empty
         if stops:
             finished |= ends_with(run.ids, stops, run.prompt_length)
+        if vocabulary:
+            finished |= torch.tensor([matched(decoding.regex, text, vocabulary)
+                                      for text in generated_texts(run, vocabulary)], device=finished.device)
         new = 1
         yield Step(chosen, logits, finished.clone())
         if finished.all():
@@ -745,11 +1100,11 @@ def generate(model, idx, max_new_tokens, decoding=None, *, generator=None, use_c
     """Extend idx (B, T) by max_new_tokens: returns (B, T + max_new_tokens).
 
     The strategy is a Decoding, or its settings as keywords: generate(model, idx, 100, top_p=0.9).
-    Every row gets max_new_tokens; stop strings, which end rows at different lengths, need the
-    rows one step at a time: iterate stream() instead."""
+    Every row gets max_new_tokens; stop strings and patterns, which end rows at different lengths,
+    need the rows one step at a time: iterate stream() instead."""
     decoding = decoding or Decoding(**settings)
-    if decoding.stop:
-        raise ValueError("generate() returns rows of equal length: for stop strings iterate stream()")
+    if decoding.stop or decoding.regex:
+        raise ValueError("generate() returns rows of equal length: for stop strings and patterns iterate stream()")
     steps = list(stream(model, idx, max_new_tokens, decoding, generator, use_cache, stoi))
     if steps and steps[-1].finished.any():
         row = int(steps[-1].finished.nonzero()[0])

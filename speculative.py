@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 import checkpoint
 from data.shakespeare_char import prepare
-from sampling import Decoding, Run, categorical, ends_with, process, window_start
+from sampling import Decoding, Run, categorical, characters, ends_with, generated_texts, matched, process, window_start
 
 DRAFT_TOKENS = 5  # k: near the fastest for both drafters on the shipped model (bench/bench_generate.py)
 
@@ -313,9 +313,10 @@ def draft(drafter, run, k, decoding, stages):
 
 def process_rows(logits, ids, first, run, decoding, stages):
     """The stages on the target's logits (n, V), row i predicting ids' index first + i and seeing
-    the context ids[:, :first + i], as sampling.stream would process it. Only the penalties read
-    the context: without them every row goes through the stages at once. -> (n, V)"""
-    if not decoding.penalties_on:
+    the context ids[:, :first + i], as sampling.stream would process it. Only the penalties, the
+    watermark (its previous token) and the pattern's mask read the context: without them every row
+    goes through the stages at once. -> (n, V)"""
+    if not (decoding.penalties_on or decoding.watermark or decoding.regex):
         return process(logits, run, stages)  # (n, V)
     return torch.cat([process(logits[i:i + 1], Run(ids[:, :first + i], run.prompt_length, run.generator), stages)
                       for i in range(logits.size(0))])  # (n, V)
@@ -326,7 +327,7 @@ class Round(NamedTuple):
     drafted: torch.Tensor  # (k,) the drafter's tokens x_1 .. x_k
     verdict: Verdict  # how many stood, the target's token, p, q and u
     tokens: torch.Tensor  # (n,) what the round adds to the text: the drafts that stood and the target's token
-    finished: bool  # a stop string completed, or the target has nothing left to draw
+    finished: bool  # a stop string completed, the pattern matched for good, or the target has nothing left to draw
     passes: int  # forward passes of the target (2 when its window restarts inside the round)
 
 
@@ -336,6 +337,9 @@ def check_decoding(decoding):
     if decoding.is_random:
         raise ValueError("speculative decoding needs a distribution fixed by the context alone: "
                          "XTC and mirostat draw or keep state from step to step")
+    if decoding.reads_model:
+        raise ValueError("speculative decoding checks the model's distributions only: guidance and contrastive "
+                         "search read the model again at each step")
 
 
 @torch.inference_mode()
@@ -343,7 +347,9 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
                        generator=None, stoi=None):
     """Speculative decoding of the prompt idx (1, T): yield a Round for each target pass, until
     max_new_tokens tokens or a stop string (decoding.stop, encoded with stoi; it ends the text
-    wherever in a round it completes, and stays in Round.tokens for the caller to cut).
+    wherever in a round it completes, and stays in Round.tokens for the caller to cut), or until
+    the text matches decoding.regex in full and no character can extend it (sampling.matched()).
+    Drafts are masked by the pattern as the target's distributions are: none can break it.
 
     The text has the distribution of sampling.stream(target, idx, ...) with the same decoding, and
     greedy decoding gives its very tokens. A round drafts min(num_draft_tokens, tokens left - 1)."""
@@ -352,6 +358,7 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
         raise ValueError(f"speculative decoding continues one prompt at a time, got a batch of {idx.size(0)}")
     stages = decoding.stages(stoi)
     stops = [[stoi[c] for c in s] for s in decoding.stop]
+    vocabulary = characters(stoi) if decoding.regex else None
     run = decoding.start(idx, generator)
     reader = WindowedModel(target, idx.size(1))
     drafter.reset(idx)
@@ -370,6 +377,8 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
                 tokens, finished = tokens[:i + 1], True
                 break
         run.ids = torch.cat((run.ids, tokens[None]), dim=1)  # (1, T + n + 1)
+        if vocabulary:  # the mask lets nothing follow a complete match: only the last token can complete it
+            finished = finished or matched(decoding.regex, generated_texts(run, vocabulary)[0], vocabulary)
         made += len(tokens)
         reader.rollback(T + n)
         drafter.rollback(T + n)

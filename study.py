@@ -83,6 +83,7 @@ STRATEGIES = [
     ("top-n-sigma 1", Decoding(top_n_sigma=1.0)),
     ("mirostat 2, τ 1.3 bits", Decoding(mirostat=2, mirostat_tau=1.3)),
     ("dynamic temperature 1 ± 0.5", Decoding(dynatemp_range=0.5)),
+    ("contrastive search, α 0.6, top-k 4", Decoding(penalty_alpha=0.6, top_k=4)),
 ]
 HUMAN = "human (validation text)"
 Y, Y_LABEL = "distinct_1", "distinct-1: different words / all words   →  more varied"

@@ -30,6 +30,9 @@ WRONG = {
     "check_distinct_n": lambda words, n: len(set(words)) / len(words) if words else 0.0,  # always unigrams
     "check_top_n_sigma": lambda z, n: sampling.top_n_sigma_filter(z, n + 0.5),
     "check_residual": lambda p, q: (p - q).clamp(min=0) / (p - q).clamp(min=0).sum(-1, keepdim=True),  # 0/0 at p = q
+    "check_allowed": lambda pattern, text, vocabulary: sampling.allowed(pattern, text[:-1], vocabulary),  # reads one character too few
+    "check_green_list": lambda previous, V, gamma: sampling.green_list(previous + 1, V, gamma),  # seeded by the wrong token
+    "check_z_score": lambda green, total, gamma: (green - gamma * total) / math.sqrt(total * gamma),  # forgets 1 - gamma
 }
 REFERENCE = {
     "check_greedy": sampling.greedy, "check_softmax": lambda z: F.softmax(z, -1),
@@ -37,7 +40,8 @@ REFERENCE = {
     "check_top_p": sampling.top_p_filter, "check_repetition_penalty": sampling.repetition_penalty,
     "check_beam_step": sampling.beam_step, "check_cached_attention": exercises.cached_attention,
     "check_distinct_n": metrics.distinct_n, "check_top_n_sigma": sampling.top_n_sigma_filter,
-    "check_residual": speculative.residual,
+    "check_residual": speculative.residual, "check_allowed": sampling.allowed,
+    "check_green_list": sampling.green_list, "check_z_score": sampling.watermark_z_score,
 }
 CHECKERS = sorted(name for name in dir(exercises) if name.startswith("check_"))
 

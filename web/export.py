@@ -48,6 +48,10 @@ SLIDERS = {
     "xtc_threshold": (0.0, 0.5, 0.01), "xtc_probability": (0.0, 1.0, 0.05), "mirostat": (0, 2, 2),
     "mirostat_tau": (0.5, 10.0, 0.1), "mirostat_eta": (0.05, 1.0, 0.05),
 }
+# What only sample.py does: a pattern's mask needs partial regular-expression matching, guidance a
+# second context for the model, contrastive search its hidden states, the watermark torch.randperm's
+# permutations; the page mirrors the other stages.
+NOT_ON_THE_PAGE = ("regex", "watermark", "watermark_gamma", "guidance_scale", "negative_prompt", "penalty_alpha")
 # The low end that means "off" for a setting whose default is None: 0, except where 0 is a value.
 OFF = {"top_p": 1.0, "typical_p": 1.0}
 
@@ -79,6 +83,8 @@ def decoding_settings():
     """Each field of sampling.Decoding as the page's controls need it."""
     settings = []
     for f in fields(sampling.Decoding):
+        if f.name in NOT_ON_THE_PAGE:
+            continue
         entry = {"name": f.name, "default": list(f.default) if isinstance(f.default, tuple) else f.default,
                  "help": f.metadata["help"], "rule": f.metadata["rule"]}
         if f.name in SLIDERS:
