@@ -17,7 +17,8 @@ Sample from a trained model, and watch how the next character is chosen.
     python sample.py --watermark 2 > out.txt           # a watermarked text (Kirchenbauer et al. 2023)
     python sample.py --detect out.txt                  # its z-score: watermarked when z > 4
 
-In --start, --stop, --logit_bias and --dry_sequence_breakers, \\n stands for a newline.
+In --start, --stop, --logit_bias, --dry_sequence_breakers, --negative_prompt and --regex, \\n stands for a
+newline.
 """
 import argparse
 import os
@@ -504,8 +505,7 @@ def speculate(model, meta, idx, args):
     try:
         drafter = speculative.load_drafter(args.draft, meta, args.device)
     except checkpoint.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(str(e), 1)
     itos, stops = meta["itos"], args.decoding.stop
     generator = torch.Generator(args.device).manual_seed(args.seed)
     prompt = checkpoint.decode(idx[0], itos)
@@ -564,7 +564,7 @@ def detect(args):
     try:
         ids = torch.tensor(checkpoint.encode(text, meta["stoi"]), dtype=torch.long)  # (N,)
     except ValueError as e:
-        return fail(f"--detect {args.detect}: {e}", 2)
+        return fail(f"--detect: {args.detect}: {e}", 2)
     if len(ids) < 2:
         return fail(f"--detect: {args.detect} holds {len(ids)} character{'s' * (len(ids) != 1)}: too short to "
                     f"score (each character is scored by the one before it)", 2)
@@ -589,19 +589,16 @@ def main(argv=None):
         return detect(args)
     problem = check_device(args.device)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem, 2)
     torch.manual_seed(args.seed)
     try:
         model, meta, _ = checkpoint.load(args.ckpt, args.device, args.meta)
     except checkpoint.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(str(e), 1)
     stoi, itos = meta["stoi"], meta["itos"]
     problem = check_vocabulary(args, stoi)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem, 2)
     idx = torch.tensor([checkpoint.encode(args.start, stoi)], device=args.device)  # (1, T)
     ignored = args.decoding.ignored()
     if ignored and args.num_beams == 1 and not args.compare:

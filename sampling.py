@@ -406,8 +406,15 @@ def watermark_z_score(green, total, gamma=0.25):
     """z = (g - gamma T) / sqrt(T gamma (1 - gamma)) (Kirchenbauer et al. 2023, section 3; Hugging
     Face's WatermarkDetector._compute_z_score): how many standard deviations the green count g of T
     scored tokens lies above gamma T, its mean in a text written without the watermark, where each
-    token is green with probability gamma (a binomial count)."""
-    return (green - gamma * total) / math.sqrt(total * gamma * (1 - gamma))
+    token is green with probability gamma (a binomial count). Numbers or tensors alike."""
+    return (green - gamma * total) / (total * gamma * (1 - gamma)) ** 0.5
+
+
+def green_tokens(ids, vocab_size, gamma=0.25, key=WATERMARK_KEY):
+    """Whether each token of ids (..., N) but the first is in the green list of the token before it.
+    -> (..., N - 1) bool"""
+    lists = green_lists(torch.arange(vocab_size, device=ids.device), vocab_size, gamma, key)  # (V, V): row p, p's list
+    return lists[ids[..., :-1], ids[..., 1:]]  # (..., N - 1)
 
 
 class Detection(NamedTuple):
@@ -426,8 +433,7 @@ def detect_watermark(ids, vocab_size, gamma=0.25, threshold=WATERMARK_THRESHOLD,
     the paper's 4. A ValueError when N < 2: nothing to score."""
     if ids.numel() < 2:
         raise ValueError(f"the detector scores each token by the one before it: it needs at least 2, got {ids.numel()}")
-    lists = green_lists(torch.arange(vocab_size, device=ids.device), vocab_size, gamma, key)  # (V, V): row p, p's list
-    green = int(lists[ids[:-1], ids[1:]].sum())  # (N - 1,) -> ()
+    green = int(green_tokens(ids, vocab_size, gamma, key).sum())  # (N - 1,) -> ()
     z = watermark_z_score(green, ids.numel() - 1, gamma)
     return Detection(ids.numel() - 1, green, z, z > threshold)
 
@@ -475,24 +481,16 @@ def regex_filter(logits, pattern, texts, vocabulary):
     so that at every step the text can still become a match. The text ends where it matches in
     full and no character can extend it (matched(); stream() finishes the row there); a pattern
     whose matches can always go on ([a-z]+) runs to max_new_tokens, and a text cut there may be an
-    unfinished prefix of a match.
-
-    Each step tries all V characters (can_follow()), V partial matches over the text: O(V T) per
-    row and step, measured on one CPU thread at 0.06 ms for T = 10 and 0.4 ms for T = 500
-    ([A-Za-z ,.\\n]+), beside 1.3 to 1.6 ms for a step of the shipped model. A DFA built once from
-    the pattern (Outlines, with interegular) took 0.01 to 0.07 ms, but needs another package, knows
-    less syntax and must prune dead states.
+    unfinished prefix of a match. Each step tries all V characters (can_follow()): O(V T) per row
+    and step, where a DFA built once from the pattern (Outlines) would cost O(V).
 
     The mask renormalises each step on its own: the text is not drawn from the model's
-    distribution conditioned on matching the pattern. A first character the pattern allows keeps
-    all its probability, however unlikely the model finds every way of going on from it.
+    distribution conditioned on matching the pattern (masked_vs_conditioned()).
 
-    It comes first, before the penalties and the truncations (FIRST, in both orders): a truncation
-    applied before it could keep only characters the pattern forbids, and leave nothing to draw.
-    llama.cpp's common_sampler_sample (common/sampling.cpp) draws first, from its whole chain, and
-    applies the grammar only when the drawn token breaks it: it then draws again, the grammar
-    first. Without truncations that is the same distribution, p(x) + (1 - Z) p(x) / Z = p(x) / Z
-    with Z the allowed mass; with them it is not.
+    It comes first (FIRST, in both orders). llama.cpp's common_sampler_sample (common/sampling.cpp)
+    draws from its whole chain first and, only when the token breaks the grammar, draws again with
+    the grammar first: without truncations the same distribution, p(x) + (1 - Z) p(x) / Z = p(x) / Z
+    with Z the allowed mass; with them not.
 
     Partial matching says only that some string might still match: a pattern no string matches
     (a[^\\s\\S]) lets 'a' through, and the row then has nothing left to draw. (B, V) -> (B, V)"""
@@ -742,8 +740,6 @@ class Decoding:
                 problems.append("penalty_alpha needs top_k >= 2: contrastive search compares the top_k candidates")
             if self.order == "llama.cpp":
                 problems.append("penalty_alpha (contrastive search) is Hugging Face's, with no llama.cpp order: use order hf")
-            if self.mirostat:
-                problems.append("penalty_alpha chooses without drawing: drop mirostat")
         return problems
 
     def ignored(self):
@@ -872,14 +868,14 @@ class Decoding:
                                        lambda z, run: contrastive_filter(z, run.ids, run.lookahead, self.top_k,
                                                                          self.penalty_alpha))
 
-    def start(self, ids, generator=None, model=None):
+    def start(self, ids, generator=None, model=None, use_cache=True):
         """The Run of a generation that continues the prompts ids (B, T); guidance and contrastive
-        search read the model too, each with a Reader of its own."""
+        search read the model too, each with a Reader of its own, cached as the decode loop is."""
         mu = torch.full((ids.size(0),), 2.0 * self.mirostat_tau, device=ids.device) if self.mirostat else None
         if self.reads_model and model is None:
             raise ValueError("guidance and contrastive search run the model: pass it to start()")
-        unconditional = Reader(model, ids.size(0)) if self.guidance_scale != 1 else None
-        lookahead = Reader(model, ids.size(0) * self.top_k) if self.penalty_alpha else None
+        unconditional = Reader(model, ids.size(0), use_cache) if self.guidance_scale != 1 else None
+        lookahead = Reader(model, ids.size(0) * self.top_k, use_cache, keep_hidden=True) if self.penalty_alpha else None
         return Run(ids, ids.size(1), generator, mu, unconditional=unconditional, lookahead=lookahead)
 
     def choose(self, logits, run):
@@ -893,9 +889,9 @@ class Decoding:
         return chosen
 
 
-# The pattern's mask (regex) comes before the penalties and the truncations, in both orders: a
-# truncation applied before it could keep only characters the pattern forbids, leaving nothing to draw.
-FIRST = ("guidance", "regex", "logit_bias")  # guidance reads the model's own logits; the pattern's mask before any choice
+# Guidance reads the model's own logits; the pattern's mask comes before the penalties and the
+# truncations, in both orders: a truncation before it could keep only characters the pattern forbids.
+FIRST = ("guidance", "regex", "logit_bias")
 PENALTIES = ("repetition", "frequency_presence", "dry", "no_repeat")
 WARPER_SETTINGS = ("top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma",
                    "xtc_probability")  # the settings of the stages that only sampling applies in Hugging Face's order
@@ -1007,27 +1003,34 @@ def next_logits(model, idx, cache=None, new=1):
 
 
 class Reader:
-    """The model reading a text of a stage's own as it grows, with a KV cache of its own and
-    model_input()'s schedule: guidance's text without the prompt, contrastive search's text with
-    each candidate. It keeps the last hidden state of every position in its cache, so that after a
-    restart of the window they are those of the new window."""
+    """The model reading a text of a stage's own as it grows, on model_input()'s schedule (with a
+    KV cache of its own, or without one as the decode loop's use_cache says): guidance's text
+    without the prompt, contrastive search's text with each candidate. With keep_hidden it keeps
+    the last hidden state of every position it holds (after a restart of the window, those of the
+    new window)."""
 
-    def __init__(self, model, rows):
-        self.model, self.cache, self.read = model, model.new_cache(rows), 0
-        self.hidden = model.lm_head.weight.new_zeros(rows, 0, model.config.n_embd)  # (rows, cache.length, C)
+    def __init__(self, model, rows, use_cache=True, keep_hidden=False):
+        self.model, self.read = model, 0
+        self.cache = model.new_cache(rows) if use_cache else None
+        self.hidden = model.lm_head.weight.new_zeros(rows, 0, model.config.n_embd) if keep_hidden else None  # (rows, 0, C)
 
     def __call__(self, ids):
         """The logits (rows, V) for the token after ids (rows, T), whose first self.read tokens it has read before."""
         fed = model_input(ids, self.cache, self.model.config.block_size, ids.size(1) - self.read)  # (rows, n)
         logits, _, hidden = self.model(fed, cache=self.cache, hidden=True)  # (rows, n, V), (rows, n, C)
-        self.hidden = torch.cat((self.hidden, hidden), dim=1)[:, -self.cache.length:]  # (rows, cache.length, C)
+        if self.hidden is not None:
+            held = fed.size(1) if self.cache is None else self.cache.length
+            self.hidden = torch.cat((self.hidden, hidden), dim=1)[:, -held:]  # (rows, held, C)
         self.read = ids.size(1)
         return logits[:, -1]  # (rows, V)
 
     def forget(self, n):
         """Take back the last n tokens read."""
-        self.cache.truncate(self.cache.length - n)
-        self.hidden, self.read = self.hidden[:, :-n], self.read - n
+        if self.cache is not None:
+            self.cache.truncate(self.cache.length - n)
+        if self.hidden is not None:
+            self.hidden = self.hidden[:, :-n]  # (rows, held - n, C)
+        self.read -= n
 
 
 def unconditional_ids(run, negative=None):
@@ -1069,7 +1072,7 @@ def stream(model, idx, max_new_tokens, decoding=Decoding(), generator=None, use_
     stages = decoding.stages(stoi)
     stops = [[stoi[c] for c in s] for s in decoding.stop]
     vocabulary = characters(stoi) if decoding.regex else None
-    run = decoding.start(idx, generator, model)
+    run = decoding.start(idx, generator, model, use_cache)
     cache = model.new_cache(idx.size(0)) if use_cache else None
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
     new = idx.size(1)  # the prompt is read once
