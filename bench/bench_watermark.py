@@ -34,17 +34,11 @@ LENGTH = 600  # characters each text is given to cross z = 4
 AT = 200  # characters of the texts the settings are compared on
 
 
-def green_flags(ids, vocab_size, gamma):
-    """Whether each token of ids (..., N) but the first is in its previous token's green list: (..., N - 1)."""
-    lists = sampling.green_lists(torch.arange(vocab_size), vocab_size, gamma)  # (V, V): row p is p's green list
-    return lists[ids[..., :-1], ids[..., 1:]]  # (..., N - 1)
-
-
 def running_z(ids, vocab_size, gamma):
     """sampling.watermark_z_score after each scored token of ids (B, N): (B, N - 1), column n - 1 for n scored."""
-    green = green_flags(ids, vocab_size, gamma).cumsum(dim=1)  # (B, N - 1)
+    green = sampling.green_tokens(ids, vocab_size, gamma).cumsum(dim=1)  # (B, N - 1)
     scored = torch.arange(1, ids.size(1), dtype=torch.float64)  # (N - 1,)
-    return (green - gamma * scored) / (scored * gamma * (1 - gamma)).sqrt()  # (B, N - 1)
+    return sampling.watermark_z_score(green, scored, gamma)  # (B, N - 1)
 
 
 def binomial_tail(n, gamma, threshold):
@@ -80,7 +74,7 @@ def main():
 
     with open(prepare.TEXT, encoding="utf-8") as f:
         validation = torch.tensor(checkpoint.encode(prepare.split(f.read())[1], meta["stoi"]))  # (N,)
-    flags = green_flags(validation, V, args.gamma)  # (N - 1,)
+    flags = sampling.green_tokens(validation, V, args.gamma)  # (N - 1,)
     counts = torch.cat((torch.zeros(1, dtype=torch.long), flags.cumsum(0)))  # (N,)
     print(f"validation text: {flags.float().mean():.1%} of its characters are green ({args.gamma:.0%} by chance)")
     for n in (math.ceil(needed), AT):

@@ -9,22 +9,14 @@ import torch.nn.functional as F
 from transformers.generation.logits_process import UnbatchedClassifierFreeGuidanceLogitsProcessor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-import checkpoint
 import sample
 import speculative
-from conftest import META, make_sharp_model, make_tiny_model
+from conftest import META, make_sharp_model
 from sampling import Decoding, classifier_free_guidance, contrastive_score, generate, stream
+from test_sample_cli import ckpt, failure  # noqa: F401 (ckpt: a fixture)
 
 STOI = META["stoi"]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one thread
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A tiny random model saved as a checkpoint of ours."""
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    checkpoint.save(str(path), make_tiny_model(), META)
-    return str(path)
 
 
 def sharp_double():
@@ -49,6 +41,11 @@ def test_guidance_on_a_toy_distribution_by_hand():
     assert torch.allclose(F.softmax(classifier_free_guidance(p.log(), p_u.log(), 0.0), dim=-1), p_u, atol=1e-6)
 
 
+def cropped(model, ids):
+    """The model's logits (B, T', V) for ids (B, T) without a cache: it reads the last block_size tokens."""
+    return model(ids[:, -model.config.block_size:])[0]
+
+
 class Unconditional:
     """Our model as Hugging Face's processor calls its `model`, without a cache: it is given the
     whole unconditional text at every step."""
@@ -58,27 +55,32 @@ class Unconditional:
 
     def __call__(self, input_ids, attention_mask, use_cache, cache):
         assert not use_cache and bool(attention_mask.all())
-        return CausalLMOutputWithPast(logits=self.model(input_ids)[0])
+        return CausalLMOutputWithPast(logits=cropped(self.model, input_ids))
 
 
-@pytest.mark.parametrize("scale, negative", [(1.5, "sad"), (3.0, None), (0.0, "O, woe")])
-def test_guidance_equals_hugging_face_s_processor(scale, negative):
+@pytest.mark.parametrize("scale, negative, use_cache, steps", [
+    (1.5, "sad", True, 8), (3.0, None, True, 8), (0.0, "O, woe", True, 8),
+    (1.5, "O, woe", False, 14),  # without a cache, past block_size 16: both texts cropped to their last 16
+])
+def test_guidance_equals_hugging_face_s_processor(scale, negative, use_cache, steps):
     """Greedy decoding with guidance, two prompts in one batch: at every step the logits after the
     guidance stage equal UnbatchedClassifierFreeGuidanceLogitsProcessor's output, fed the
     conditional logits of the whole context read without a cache and running the model on the
-    negative prompt (or each prompt's last character) and the tokens generated so far itself."""
+    negative prompt (or each prompt's last character) and the tokens generated so far itself.
+    With the cache, 8 steps stay inside the first window (6 + 8 <= 16)."""
     model = sharp_double()
-    prompts, steps = encode("ROMEO:", "JULIET"), 8
+    prompts = encode("ROMEO:", "JULIET")
     decoding = Decoding(temperature=0, guidance_scale=scale, negative_prompt=negative)
     guided = []
     observe = lambda name, z: guided.append(z) if name.startswith("guidance") else None  # noqa: E731
-    chosen = torch.cat([step.ids for step in stream(model, prompts, steps, decoding, stoi=STOI, observe=observe)], 1)
+    chosen = torch.cat([step.ids for step in stream(model, prompts, steps, decoding, use_cache=use_cache, stoi=STOI,
+                                                    observe=observe)], 1)
     negative_ids = None if negative is None else encode(negative, negative)
     hf = UnbatchedClassifierFreeGuidanceLogitsProcessor(scale, Unconditional(model), negative_ids, use_cache=False)
     with torch.no_grad():
         for t in range(steps):
             ids = torch.cat((prompts, chosen[:, :t]), dim=1)  # (2, 6 + t)
-            expected = hf(ids, model(ids)[0][:, -1])  # (2, V)
+            expected = hf(ids, cropped(model, ids)[:, -1])  # (2, V)
             assert torch.allclose(guided[t], expected, atol=1e-6, rtol=0), t
             assert torch.equal(chosen[:, t], expected.argmax(dim=-1))
 
@@ -140,20 +142,25 @@ def independent_choice(model, ids, main_start, look_start, k, alpha):
     return top.indices[max(range(k), key=lambda i: scores[i])].item()
 
 
-def test_contrastive_search_chooses_the_best_score_across_a_window_restart():
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_contrastive_search_chooses_the_best_score_across_a_window_restart(use_cache):
     """21 steps after a 4-character prompt on a model of block_size 16, each checked against
     independent_choice(). The windows, as model_input() schedules them, worked out by hand: the
     model reads the context of T characters whole while T <= 16; at T = 17 its cache is full and it
     restarts from the last 8 (block_size // 2), ids[9:], and reads on up to T = 25. The candidates
     are read after the context, one position further: whole while T + 1 <= 16, from ids[9:] once
-    T + 1 = 17 (the last 8 of the 17 with the candidate), up to T + 1 = 25."""
+    T + 1 = 17 (the last 8 of the 17 with the candidate), up to T + 1 = 25. Without a cache both
+    read the last 16 tokens."""
     model, ids = sharp_double(), encode("ROME")
     k, alpha = 4, 0.6
-    steps = list(stream(model, ids, 21, Decoding(penalty_alpha=alpha, top_k=k), stoi=STOI))
+    steps = list(stream(model, ids, 21, Decoding(penalty_alpha=alpha, top_k=k), use_cache=use_cache, stoi=STOI))
     with torch.no_grad():
         for step in steps:
             T = ids.size(1)
-            main_start, look_start = (0 if T <= 16 else 9), (0 if T + 1 <= 16 else 9)
+            if use_cache:
+                main_start, look_start = (0 if T <= 16 else 9), (0 if T + 1 <= 16 else 9)
+            else:
+                main_start, look_start = max(0, T - 16), max(0, T + 1 - 16)
             assert step.ids[0, 0].item() == independent_choice(model, ids, main_start, look_start, k, alpha), T
             assert torch.isfinite(step.logits).sum() == 1  # the stage leaves the chosen token alone
             ids = torch.cat((ids, step.ids), dim=1)
@@ -192,17 +199,6 @@ def test_speculative_decoding_refuses_both():
 
 
 # ----------------------------------------------------------------------------- the command line
-
-def failure(capsys, *args):
-    """(exit status, the one line on stderr) of a run that must fail."""
-    try:
-        status = sample.main(list(args))
-    except SystemExit as e:  # argparse's errors
-        status = e.code
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return status, lines[0]
-
 
 @pytest.mark.parametrize("flags, message", [
     (["--guidance_scale", "101"], "--guidance_scale must be in [0, 100], got 101.0"),

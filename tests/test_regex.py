@@ -15,6 +15,7 @@ import sampling
 from conftest import CHARS, META, ROOT, make_sharp_model, make_tiny_model
 from sampling import Decoding, allowed, masked_vs_conditioned, matched, regex_filter
 from speculative import ModelDrafter, NgramDrafter, speculative_stream, verify
+from test_sample_cli import failure
 
 STOI = META["stoi"]
 CODE = r"[a-z]{3}-[a-z]{4}"  # (Tiny Shakespeare has one digit, 3: a telephone number would be 333-3333)
@@ -249,17 +250,6 @@ def ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("regex") / "tiny.pt"
     checkpoint.save(str(path), make_sharp_model(0), META)
     return str(path)
-
-
-def failure(capsys, *args):
-    """(exit status, the one line on stderr) of a run that must fail."""
-    try:
-        status = sample.main(list(args))
-    except SystemExit as e:  # argparse's errors
-        status = e.code
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return status, lines[0]
 
 
 @pytest.mark.parametrize("pattern, message", [

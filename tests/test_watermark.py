@@ -11,13 +11,13 @@ from transformers.generation.logits_process import LogitsProcessorList, Watermar
 
 import checkpoint
 import model
-import sample
 import sampling
-from conftest import META, hugging_face_models, make_sharp_model, make_tiny_model
+from conftest import META, hugging_face_models, make_sharp_model
 from sampling import Decoding, Run, detect_watermark, green_list, process, watermark_logits, watermark_z_score
 from speculative import ModelDrafter, speculative_generate
+from test_sample_cli import ckpt  # noqa: F401 (a fixture: a tiny random model, close to uniform, as a checkpoint)
 from test_sampling import prompt
-from test_speculative import noisy_copy
+from test_speculative import cli, noisy_copy
 
 V = 65
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one thread
@@ -169,25 +169,6 @@ def test_speculative_decoding_with_the_watermark_is_plain_decoding_with_it(tempe
 
 # ----------------------------------------------------------------------------- the command line
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A tiny random model (close to uniform: a watermark of 2 shows at once) saved as a checkpoint."""
-    path = tmp_path_factory.mktemp("watermark") / "tiny.pt"
-    checkpoint.save(str(path), make_tiny_model(), META)
-    return str(path)
-
-
-def cli(capsys, *args):
-    """(exit status, stdout, stderr) of sample.main in-process."""
-    try:
-        status = sample.main(list(args))
-    except SystemExit as e:  # argparse's errors
-        status = e.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return status, out, err
-
-
 LINE = re.compile(r"(\d+) characters scored, (\d+) green \(\d+\.\d%, (\d+)% expected without the watermark\), "
                   r"z = (-?\d+\.\d\d): (watermarked|not watermarked) \(z (>|<=) 4\)$")
 
@@ -223,7 +204,7 @@ def test_the_watermark_works_with_batches_and_speculative_decoding(ckpt, capsys)
     (None, r"--detect: no file at .*missing\.txt$"),
     (b"", r"--detect: .*text\.txt holds 0 characters: too short to score"),
     (b"a", r"--detect: .*text\.txt holds 1 character: too short to score"),
-    ("Caf\u00e9".encode(), r"--detect .*text\.txt: characters not in the vocabulary: '\u00e9'"),
+    ("Caf\u00e9".encode(), r"--detect: .*text\.txt: characters not in the vocabulary: '\u00e9'"),
     (b"\xff\xfe", r"--detect: .*text\.txt is not UTF-8 text$"),
 ])
 def test_a_file_that_cannot_be_scored_exits_2_with_one_line(ckpt, tmp_path, capsys, content, message):
