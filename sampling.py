@@ -575,8 +575,8 @@ def contrastive_filter(logits, ids, reader, k, alpha):
     As Hugging Face's contrastive search (its _ranking_fast, penalty_alpha and top_k; transformers
     moved it out of the library in version 5, to the Hub repository
     transformers-community/contrastive-search), with h the last hidden state after the final
-    LayerNorm. (B, V) -> (B, V)"""
-    B = logits.size(0)
+    LayerNorm. k >= V makes every token a candidate. (B, V) -> (B, V)"""
+    B, k = logits.size(0), min(k, logits.size(-1))
     probs, candidates = torch.topk(F.softmax(logits, dim=-1), k, dim=-1)  # (B, k), most likely first
     reader(torch.cat((ids.repeat_interleave(k, dim=0), candidates.reshape(-1, 1)), dim=1))  # (B * k, T + 1)
     hidden = reader.hidden.view(B, k, -1, reader.hidden.size(-1))  # (B * k, n, C) -> (B, k, n, C)
@@ -875,7 +875,8 @@ class Decoding:
         if self.reads_model and model is None:
             raise ValueError("guidance and contrastive search run the model: pass it to start()")
         unconditional = Reader(model, ids.size(0), use_cache) if self.guidance_scale != 1 else None
-        lookahead = Reader(model, ids.size(0) * self.top_k, use_cache, keep_hidden=True) if self.penalty_alpha else None
+        candidates = min(self.top_k or 0, model.config.vocab_size) if self.penalty_alpha else 0
+        lookahead = Reader(model, ids.size(0) * candidates, use_cache, keep_hidden=True) if candidates else None
         return Run(ids, ids.size(1), generator, mu, unconditional=unconditional, lookahead=lookahead)
 
     def choose(self, logits, run):
@@ -1038,7 +1039,7 @@ def unconditional_ids(run, negative=None):
     the prompt's last token, then every token generated so far. -> (B, N + generated)"""
     first = run.ids[:, run.prompt_length - 1:run.prompt_length] if negative is None else \
         negative.to(run.ids.device).expand(run.ids.size(0), -1)  # (B, N)
-    return torch.cat((first, run.ids[:, run.prompt_length:]), dim=1)
+    return torch.cat((first, run.ids[:, run.prompt_length:]), dim=1)  # (B, N + generated)
 
 
 class Step(NamedTuple):

@@ -184,6 +184,12 @@ def test_contrastive_search_never_chooses_a_removed_token():
     assert len(set(ids)) == len(ids)
 
 
+def test_contrastive_search_with_top_k_beyond_the_vocabulary_compares_every_character():
+    model, prompt = make_sharp_model(), encode("ROMEO:")
+    assert torch.equal(generate(model, prompt, 10, Decoding(penalty_alpha=0.6, top_k=1000)),
+                       generate(model, prompt, 10, Decoding(penalty_alpha=0.6, top_k=65)))
+
+
 def test_contrastive_search_keeps_the_penalties_and_ignores_the_warpers():
     decoding = Decoding(penalty_alpha=0.6, top_k=4, repetition_penalty=1.3, temperature=0.7, top_p=0.9)
     assert [stage.name for stage in decoding.stages(STOI)] == ["repetition penalty 1.3",

@@ -13,7 +13,7 @@ from conftest import ROOT
 
 ZH = sorted(glob.glob(os.path.join(ROOT, "notebooks", "zh", "*.ipynb")))
 CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
-CORE = ["01_greedy", "02_multinomial", "03_temperature", "04_top_k", "05_repetition_penalty", "12_playground"]
+CORE = ["01_greedy", "02_multinomial", "03_temperature", "04_top_k", "05_repetition_penalty", "12_playground", "13_steering"]
 
 
 class Labels(ast.NodeTransformer):
