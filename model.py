@@ -13,6 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def dropout(x, p, training):
+    """Zero each element with probability p, scaling the rest by 1 / (1 - p), while training; in
+    inference (or at p = 0) x itself, without a call into PyTorch: the decode loop makes 13 a token."""
+    return F.dropout(x, p, training=True) if training and p > 0 else x
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 256  # longest context the model sees
@@ -49,7 +55,7 @@ class CausalSelfAttention(nn.Module):
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)  # (T, S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D) @ (B, H, D, S) @ (B, H, S, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)
-        return F.dropout(self.c_proj(y), self.dropout, self.training)
+        return dropout(self.c_proj(y), self.dropout, self.training)
 
 
 class MLP(nn.Module):
@@ -61,7 +67,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         x = F.gelu(self.c_fc(x))  # (B, T, C) -> (B, T, 4C)
-        return F.dropout(self.c_proj(x), self.dropout, self.training)  # (B, T, 4C) -> (B, T, C)
+        return dropout(self.c_proj(x), self.dropout, self.training)  # (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -177,7 +183,7 @@ class GPT(nn.Module):
         assert start + T <= self.config.block_size, f"{start + T} positions, block_size is {self.config.block_size}"
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
-        x = F.dropout(x, self.config.dropout, self.training)
+        x = dropout(x, self.config.dropout, self.training)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:
