@@ -14,6 +14,7 @@ Sample from a trained model, and watch how the next character is chosen.
     python sample.py --compare                         # every strategy on the same prompt
     python sample.py --draft checkpoints/draft.pt      # speculative decoding: same text distribution, faster
     python sample.py --draft ngram --walkthrough       # each round: drafts, p and q, accepted or not
+    python sample.py --draft prompt_lookup             # drafts copied from the text itself
     python sample.py --watermark 2 > out.txt           # a watermarked text (Kirchenbauer et al. 2023)
     python sample.py --detect out.txt                  # its z-score: watermarked when z > 4
 
@@ -152,7 +153,8 @@ def build_parser():
     b.add_argument("--no_cache", action="store_true", help="recompute the whole context at every step (slow, for comparison)")
     d = p.add_argument_group("speculative decoding (one sample; the text keeps the model's distribution)")
     d.add_argument("--draft", help="who drafts: a small checkpoint of the same vocabulary (checkpoints/draft.pt), "
-                                   "or 'ngram' for the character n-grams of the training text")
+                                   "'ngram' for the character n-grams of the training text, or 'prompt_lookup' "
+                                   "to copy what followed the text's last characters in the text itself")
     d.add_argument("--num_draft_tokens", type=int, default=speculative.DRAFT_TOKENS,
                    help=f"characters drafted per round, checked in one pass of the model (in [1, {MAX_DRAFT_TOKENS}]; "
                         f"default {speculative.DRAFT_TOKENS})")

@@ -18,8 +18,9 @@ p and q both come out of the same Decoding pipeline (penalties, temperature, fil
 at each position to the context up to that position.
 
 Drafters, with the methods reset(ids), next_logits(ids) and rollback(length):
-    ModelDrafter   a small GPT with its own KV cache (checkpoints/draft.pt: one layer)
-    NgramDrafter   no network: counts of character n-grams in the training text
+    ModelDrafter         a small GPT with its own KV cache (checkpoints/draft.pt: one layer)
+    NgramDrafter         no network: counts of character n-grams in the training text
+    PromptLookupDrafter  no network, no table: copies what followed the text's last characters in the text itself
 
 One prompt at a time (batch size 1). V: vocabulary size, T: tokens of text so far, k: drafts.
 """
@@ -265,6 +266,54 @@ class NgramDrafter:
         return torch.from_numpy(logits)[None]  # (1, V)
 
 
+def prompt_lookup(ids, max_ngram=2):
+    """Where prompt lookup decoding copies from (Saxena 2023, github.com/apoorvumang/prompt-lookup-decoding;
+    Hugging Face's PromptLookupCandidateGenerator): the last n tokens of the text ids (N,), n from
+    max_ngram down to 1, are searched for from the left, and the first occurrence that some token
+    follows gives the index of that token. None when no ending of the text occurred before. -> int or None"""
+    N = len(ids)
+    for n in range(min(max_ngram, N - 1), 0, -1):
+        occurrences = (ids.unfold(0, n, 1) == ids[-n:]).all(dim=1)  # (N - n + 1,): the n-gram starting at each index
+        follows = occurrences.nonzero()[:, 0] + n  # (m,): the index after each occurrence
+        follows = follows[follows < N]  # the text's own ending has nothing after it
+        if len(follows):
+            return int(follows[0])
+    return None
+
+
+class PromptLookupDrafter:
+    """A drafter that copies from the text itself (prompt lookup decoding): at a round's first
+    draft, prompt_lookup() finds the first earlier occurrence of the text's last characters, and
+    the drafts are the characters that followed it, up to where the text ends, each one certain:
+
+        q(x_i) = 1 for the i-th copied character (logits 0 there, -inf elsewhere)
+
+    so a draft stands with probability min(1, p(x_i) / 1) = p(x_i), and greedy decoding keeps it
+    while it is the target's argmax. Where there is nothing (more) to copy it returns -inf
+    everywhere, and draft() stops: the round is one step of plain decoding."""
+
+    def __init__(self, vocab_size, max_ngram=2):
+        self.vocab_size, self.max_ngram = vocab_size, max_ngram
+        self.copy, self.first = None, 0
+
+    def reset(self, ids):
+        self.copy = None
+
+    def rollback(self, length):
+        self.copy = None  # the next round looks again, in the text as it then is
+
+    def next_logits(self, ids):
+        """0 at the next copied character after ids (1, T), -inf elsewhere: (1, V)."""
+        if self.copy is None:
+            start = prompt_lookup(ids[0], self.max_ngram)
+            self.copy, self.first = ids[0, start if start is not None else ids.size(1):], ids.size(1)  # (m,)
+        logits = torch.full((1, self.vocab_size), -math.inf)  # (1, V)
+        i = ids.size(1) - self.first  # the drafts so far in this round
+        if i < len(self.copy):
+            logits[0, self.copy[i]] = 0.0
+        return logits
+
+
 def training_text(path=None):
     """The training part of Tiny Shakespeare (prepare.TEXT unless path): its first 90%."""
     with open(path or prepare.TEXT, encoding="utf-8") as f:
@@ -272,8 +321,10 @@ def training_text(path=None):
 
 
 def load_drafter(name, meta, device="cpu"):
-    """The drafter --draft names: 'ngram', or a checkpoint of the model's vocabulary; a
-    checkpoint.CheckpointError with one line when it cannot draft for this model."""
+    """The drafter --draft names: 'ngram', 'prompt_lookup', or a checkpoint of the model's
+    vocabulary; a checkpoint.CheckpointError with one line when it cannot draft for this model."""
+    if name == "prompt_lookup":
+        return PromptLookupDrafter(meta["vocab_size"])
     if name == "ngram":
         try:
             text = training_text()
@@ -300,7 +351,7 @@ def draft(drafter, run, k, decoding, stages):
     for _ in range(k):
         position = Run(ids, run.prompt_length, run.generator)
         logits = process(drafter.next_logits(ids), position, stages)  # (1, V)
-        if stages and logits.amax() == -math.inf:  # a penalty removed every token
+        if logits.amax() == -math.inf:  # the drafter has nothing to propose, or a penalty removed every token
             break
         token = decoding.choose(logits, position)  # (1, 1)
         ids = torch.cat((ids, token), dim=1)  # (1, T + 1)
