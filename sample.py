@@ -186,12 +186,6 @@ def parse_args(argv=None):
         parser.error(f"--length_penalty must be in [-10, 10], got {args.length_penalty}")
     if args.walkthrough and args.compare:
         parser.error("choose one of --walkthrough and --compare")
-    if args.detect is not None:
-        others = [flag for flag, given in [("--walkthrough", args.walkthrough), ("--compare", args.compare),
-                                           ("--draft", args.draft is not None), ("--num_beams", args.num_beams > 1)]
-                  if given]
-        if others:
-            parser.error(f"--detect scores a file and generates nothing: drop {', '.join(others)}")
     chosen = {f.name: getattr(args, f.name) for f in fields(Decoding) if getattr(args, f.name) is not None}
     chosen["stop"] = tuple(chosen.get("stop", ()))
     try:
@@ -199,6 +193,13 @@ def parse_args(argv=None):
     except ValueError as e:
         named = str(e).split()[0] in chosen
         parser.error(("--" if named else "") + str(e))
+    if args.detect is not None:
+        others = [flag for flag, given in [("--walkthrough", args.walkthrough), ("--compare", args.compare),
+                                           ("--draft", args.draft is not None), ("--num_beams", args.num_beams > 1),
+                                           ("--num_samples", args.num_samples > 1), ("--start", args.start is not None)]
+                  if given] + [f"--{name}" for name in args.decoding.changed() if name != "watermark_gamma"]
+        if others:
+            parser.error(f"--detect scores a file and generates nothing: drop {', '.join(others)}")
     if args.num_beams > 1 and args.decoding.penalty_alpha:
         parser.error("--penalty_alpha: contrastive search chooses one character at a time: drop --num_beams")
     if args.draft is not None:

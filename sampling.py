@@ -14,7 +14,9 @@ The default order is the one of Hugging Face transformers:
     -> softmax -> categorical draw (or argmax when temperature == 0)
 
 (contrastive search, penalty_alpha > 0, replaces the warpers and the draw with its choice among the
-top_k candidates), and Decoding(order="llama.cpp") gives llama.cpp's default chain, temperature last:
+top_k candidates; Hugging Face masks by a pattern, its prefix_allowed_tokens_fn, after the
+penalties, which changes nothing: the mask and each penalty act on each token alone, and a removed
+token stays removed), and Decoding(order="llama.cpp") gives llama.cpp's default chain, temperature last:
 
     guidance -> pattern mask -> logit bias -> penalties -> DRY -> top-n-sigma -> top-k -> typical
     -> top-p -> min-p -> XTC -> watermark -> temperature -> draw
@@ -573,7 +575,7 @@ def contrastive_filter(logits, ids, reader, k, alpha):
     the more likely candidate.
 
     As Hugging Face's contrastive search (its _ranking_fast, penalty_alpha and top_k; transformers
-    moved it out of the library in version 5, to the Hub repository
+    moved it out of the library in version 4.56, to the Hub repository
     transformers-community/contrastive-search), with h the last hidden state after the final
     LayerNorm. k >= V makes every token a candidate. (B, V) -> (B, V)"""
     B, k = logits.size(0), min(k, logits.size(-1))
@@ -897,8 +899,9 @@ PENALTIES = ("repetition", "frequency_presence", "dry", "no_repeat")
 WARPER_SETTINGS = ("top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma",
                    "xtc_probability")  # the settings of the stages that only sampling applies in Hugging Face's order
 # The watermark comes last in Hugging Face's order, after the temperature and the truncations
-# (_get_logits_processor, since transformers PR #34630): delta is added to the logits the draw reads,
-# so its strength does not depend on the temperature, and a truncated token stays removed.
+# (_get_logits_processor: "Watermarking should be after all logits processing is finished (see
+# #34630)", a transformers issue): delta is added to the logits the draw reads, so its strength
+# does not depend on the temperature, and a truncated token stays removed.
 HF_CHAIN = FIRST + PENALTIES + ("temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta",
                                 "top_n_sigma", "xtc", "mirostat", "watermark")
 # llama.cpp's default sampler chain (common/common.h): penalties, dry, top_n_sigma, top_k, typ_p,

@@ -13,7 +13,7 @@ How quickly the watermark shows, and how often text written without it is taken 
 - settings:        z after 200 characters with the watermark and temperature 0.7, top-k 5 or DRY 0.8 added
                    (median and range over the seeds)
 
-Counts, not times: the numbers are the same on every machine.
+Counts, not times: the machine's speed and load do not change them.
 """
 import argparse
 import math
@@ -61,6 +61,12 @@ def main():
     parser.add_argument("--delta", type=float, default=2.0)
     parser.add_argument("--gamma", type=float, default=0.25)
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    try:
+        sampling.Decoding(watermark=args.delta, watermark_gamma=args.gamma)
+    except ValueError as e:
+        parser.error(str(e))
     model, meta, _ = checkpoint.load()
     V = meta["vocab_size"]
     threshold = sampling.WATERMARK_THRESHOLD

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from transformers.generation.logits_process import UnbatchedClassifierFreeGuidanceLogitsProcessor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+import checkpoint
 import sample
 import speculative
 from conftest import META, make_sharp_model
@@ -25,7 +26,7 @@ def sharp_double():
 
 
 def encode(*texts):
-    return torch.tensor([[STOI[c] for c in text] for text in texts])  # (B, T)
+    return torch.tensor([checkpoint.encode(text, STOI) for text in texts])  # (B, T)
 
 
 # ----------------------------------------------------------------------------- guidance
@@ -233,6 +234,7 @@ def test_the_walkthrough_shows_both_as_stages(ckpt, capsys):
         assert sample.main(["--ckpt", ckpt, "--walkthrough", "--steps", "1", "--max_new_tokens", "3", *flags]) == 0
         captured = capsys.readouterr()
         assert heading in captured.out
+        assert captured.err == "" or "--penalty_alpha" in flags
     assert captured.err == ("note: contrastive search ignores --temperature (it applies no warper, as Hugging "
                             "Face's: --top_k only counts its candidates)\n")
 

@@ -1,6 +1,5 @@
 """Constrained decoding (--regex): the mask, where a text ends, every sampler, batches, speculative
 decoding, the command line, and why a mask is not the model conditioned on the pattern."""
-import copy
 import math
 import os
 import re
@@ -16,6 +15,7 @@ from conftest import CHARS, META, ROOT, make_sharp_model, make_tiny_model
 from sampling import Decoding, allowed, masked_vs_conditioned, matched, regex_filter
 from speculative import ModelDrafter, NgramDrafter, speculative_stream, verify
 from test_sample_cli import failure
+from test_speculative import noisy_copy
 
 STOI = META["stoi"]
 CODE = r"[a-z]{3}-[a-z]{4}"  # (Tiny Shakespeare has one digit, 3: a telephone number would be 333-3333)
@@ -192,11 +192,7 @@ def drafter_for(kind, target, continuation):
     the target's own continuation: drafters that agree with it often, not always."""
     if kind == "ngram":
         return NgramDrafter(TEXT + continuation, STOI, order=4, min_count=1)
-    noisy, g = copy.deepcopy(target), torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in noisy.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return ModelDrafter(noisy)
+    return ModelDrafter(noisy_copy(target, std=0.1))
 
 
 @pytest.mark.parametrize("kind", ["model", "ngram"])

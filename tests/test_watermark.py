@@ -2,7 +2,10 @@
 WatermarkDetector, built here on the same settings; its place among the stages; sample.py --detect."""
 import inspect
 import math
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,10 +15,10 @@ from transformers.generation.logits_process import LogitsProcessorList, Watermar
 import checkpoint
 import model
 import sampling
-from conftest import META, hugging_face_models, make_sharp_model
+from conftest import META, ROOT, hugging_face_models, make_sharp_model
 from sampling import Decoding, Run, detect_watermark, green_list, process, watermark_logits, watermark_z_score
 from speculative import ModelDrafter, speculative_generate
-from test_sample_cli import ckpt  # noqa: F401 (a fixture: a tiny random model, close to uniform, as a checkpoint)
+from test_sample_cli import ckpt, failure  # noqa: F401 (ckpt, a fixture: a tiny random model, close to uniform, as a checkpoint)
 from test_sampling import prompt
 from test_speculative import cli, noisy_copy
 
@@ -214,20 +217,30 @@ def test_a_file_that_cannot_be_scored_exits_2_with_one_line(ckpt, tmp_path, caps
     path = tmp_path / ("missing.txt" if content is None else "text.txt")
     if content is not None:
         path.write_bytes(content)
-    status, out, err = cli(capsys, "--ckpt", ckpt, "--detect", str(path))
-    lines = err.strip().splitlines()
-    assert status == 2 and out == "" and len(lines) == 1 and re.match("error: " + message, lines[0]), err
+    status, line = failure(capsys, "--ckpt", ckpt, "--detect", str(path))
+    assert status == 2 and re.match("error: " + message, line)
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--detect", "x.txt", "--compare"], "--detect scores a file and generates nothing: drop --compare"),
     (["--detect", "x.txt", "--draft", "ngram", "--walkthrough"], "drop --walkthrough, --draft"),
+    (["--detect", "x.txt", "--watermark", "2", "--top_k", "5", "--start", "a", "--watermark_gamma", "0.5"],
+     "drop --start, --top_k, --watermark"),
     (["--watermark", "-1"], "--watermark must be in [0, 100], got -1.0"),
     (["--watermark", "nan"], "--watermark must be in [0, 100], got nan"),
     (["--watermark_gamma", "1"], "--watermark_gamma must be in (0, 1), got 1.0"),
     (["--watermark_gamma", "0"], "--watermark_gamma must be in (0, 1), got 0.0"),
 ])
 def test_bad_flags_exit_2_with_one_line(ckpt, capsys, flags, message):
-    status, out, err = cli(capsys, "--ckpt", ckpt, *flags)
-    lines = err.strip().splitlines()
-    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    status, line = failure(capsys, "--ckpt", ckpt, *flags)
+    assert status == 2 and message in line
+
+
+@pytest.mark.parametrize("flags, message", [(["--seeds", "0"], "--seeds must be >= 1, got 0"),
+                                            (["--gamma", "1.5"], "watermark_gamma must be in (0, 1), got 1.5"),
+                                            (["--delta", "-1"], "watermark must be")])
+def test_the_benchmark_refuses_bad_flags_with_one_line(flags, message):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_watermark.py"), *flags],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1].startswith(f"bench_watermark.py: error: {message}")
