@@ -1079,14 +1079,21 @@ def stream(model, idx, max_new_tokens, decoding=Decoding(), generator=None, use_
     run = decoding.start(idx, generator, model, use_cache)
     cache = model.new_cache(idx.size(0)) if use_cache else None
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
+    rows_can_end = bool(stages or stops)  # the model's own logits are finite: only a stage can remove every token
     new = idx.size(1)  # the prompt is read once
     for _ in range(max_new_tokens):
         fed = model_input(run.ids, cache, model.config.block_size, new)  # (B, n)
         logits = model(fed, cache=cache)[0][:, -1, :]  # (B, n, V) -> (B, V)
+        new = 1  # from now on one token a step, while the cache has room
         if observe is not None:
             observe("ids", fed)
             observe("logits", logits)
         logits = process(logits, run, stages, observe)  # (B, V)
+        if not rows_can_end:  # a token for every row at every step: nothing to keep track of
+            chosen = decoding.choose(logits, run)  # (B, 1)
+            run.ids = torch.cat((run.ids, chosen), dim=1)  # (B, T + 1)
+            yield Step(chosen, logits, finished)
+            continue
         empty = ~torch.isfinite(logits).any(dim=-1)  # (B,): nothing left to draw
         chosen = decoding.choose(logits.masked_fill(empty[:, None], 0.0), run)  # (B, 1)
         run.ids = torch.cat((run.ids, chosen), dim=1)  # (B, T + 1)
@@ -1097,7 +1104,6 @@ def stream(model, idx, max_new_tokens, decoding=Decoding(), generator=None, use_
         if vocabulary:
             finished |= torch.tensor([matched(decoding.regex, text, vocabulary)
                                       for text in generated_texts(run, vocabulary)], device=finished.device)
-        new = 1
         yield Step(chosen, logits, finished.clone())
         if finished.all():
             return

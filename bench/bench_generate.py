@@ -223,6 +223,23 @@ def costs(model, draft, ngram, prompt):
         print(f"  n-gram       one step, ms: {ms(lambda: ngram.next_logits(context)):.3f}")
 
 
+def matmul_bound(model, repeats=200):
+    """Milliseconds of one token's matrix products alone: every nn.Linear of the model (lm_head
+    included) applied to one position, one after another, nothing else; the fastest of `repeats`.
+    No decode step in eager PyTorch at batch 1 can take less (attention, LayerNorm, the cache and
+    the draw come on top)."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(1, 1, m.in_features) for m in linears]  # (1, 1, in) each
+    best = math.inf
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for m, x in zip(linears, inputs):
+                m(x)
+            best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
 class Timed:
     """A model, or any function, that adds up in `seconds` the time spent in its calls; its other
     attributes (config, new_cache) are those of what it wraps."""
@@ -268,6 +285,7 @@ def where_the_time_goes(model, draft, ngram, prompt, decoding, k, args, stoi):
         print(f"{name:<14}{in_target / steps * 1e3:>8.2f}{in_drafter / steps * 1e3:>9.2f}"
               f"{(total - in_target - in_drafter) / steps * 1e3:>10.2f}{total / steps * 1e3:>8.2f}"
               f"{SPECULATIVE_TOKENS / steps:>7.2f}")
+    print(f"the model's matrix products alone, one token: {matmul_bound(model):.2f} ms (the bound of a plain step)")
 
 
 def speculative_section(model, meta, prompt, args):
