@@ -40,19 +40,24 @@ def save(path, model, meta, iter_num=0, best_val_loss=float("inf"), config=None,
         write_atomically(path, lambda f: torch.save(ckpt, f))
 
 
-def read(path, device="cpu"):
-    """The checkpoint dict, loaded without running any code in the file (weights_only=True), with
-    its model_args (and meta, when it has one) checked."""
+def read_plain(path, device="cpu"):
+    """What a PyTorch file holds, loaded without running any code in it (weights_only=True: tensors
+    and plain data only); a CheckpointError with one line when it cannot be read."""
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:  # PyTorch's message advises weights_only=False, which would run the code
         raise CheckpointError(f"{path} is not a readable checkpoint: not a PyTorch file, or one holding "
                               "objects other than tensors and plain data, which are refused")
     except Exception as e:  # truncated zip, not a torch file at all
         reason = (str(e).splitlines() or [""])[0].split(". ")[0]
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__} {reason})".replace(" )", ")"))
+
+
+def read(path, device="cpu"):
+    """The checkpoint dict, read by read_plain(), with its model_args (and meta, when it has one) checked."""
+    ckpt = read_plain(path, device)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"{path} is not a GPT checkpoint: it has no 'model' and 'model_args'")
     if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):

@@ -44,6 +44,8 @@ def describe(value):
 
 def same(a, b, atol=1e-5):
     """Equal outputs: tensors of one shape, -inf in the same places, close elsewhere; or equal values."""
+    if b is None:
+        return a is None
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(same(x, y, atol) for x, y in zip(a, b))
     if isinstance(b, torch.Tensor):
@@ -188,3 +190,15 @@ def check_z_score(fn):
     """fn(green, total, gamma) -> z = (green - gamma total) / sqrt(total gamma (1 - gamma))."""
     cases = [(1, 4, 0.25), (25, 100, 0.25), (40, 100, 0.25), (10, 100, 0.25), (90, 200, 0.5), (30, 60, 0.1)]
     return check("z-score", fn, sampling.watermark_z_score, cases)
+
+
+def check_prompt_lookup(fn):
+    """fn(ids (N,), max_ngram) -> where prompt lookup copies from: the index after the first (leftmost)
+    earlier occurrence of the text's last n tokens, n from max_ngram down to 1, that some token
+    follows; None when there is none."""
+    cases = [(torch.tensor(ids), n) for ids, n in [([1], 2), ([1, 2], 2), ([1, 2, 1], 2), ([1, 2, 3, 1, 2], 2),
+                                                    ([1, 2, 9, 2, 3, 1, 2], 2), ([4, 2, 3, 1, 2], 2),
+                                                    ([1, 2, 1, 2], 1), ([5, 6, 7], 3), ([1, 1, 1, 1], 3)]]
+    g = torch.Generator().manual_seed(5)
+    cases += [(torch.randint(0, 4, (N,), generator=g), n) for N in (6, 12, 30) for n in (1, 2, 3)]
+    return check("prompt lookup", fn, speculative.prompt_lookup, cases)

@@ -15,6 +15,7 @@ Sample from a trained model, and watch how the next character is chosen.
     python sample.py --draft checkpoints/draft.pt      # speculative decoding: same text distribution, faster
     python sample.py --draft ngram --walkthrough       # each round: drafts, p and q, accepted or not
     python sample.py --draft prompt_lookup             # drafts copied from the text itself
+    python sample.py --draft medusa                    # drafts from heads on the model's own hidden state
     python sample.py --watermark 2 > out.txt           # a watermarked text (Kirchenbauer et al. 2023)
     python sample.py --detect out.txt                  # its z-score: watermarked when z > 4
 
@@ -153,8 +154,10 @@ def build_parser():
     b.add_argument("--no_cache", action="store_true", help="recompute the whole context at every step (slow, for comparison)")
     d = p.add_argument_group("speculative decoding (one sample; the text keeps the model's distribution)")
     d.add_argument("--draft", help="who drafts: a small checkpoint of the same vocabulary (checkpoints/draft.pt), "
-                                   "'ngram' for the character n-grams of the training text, or 'prompt_lookup' "
-                                   "to copy what followed the text's last characters in the text itself")
+                                   "'ngram' for the character n-grams of the training text, 'prompt_lookup' "
+                                   "to copy what followed the text's last characters in the text itself, or "
+                                   "'medusa' for heads on the model's own hidden state (checkpoints/medusa.pt, "
+                                   "or a file train_medusa.py wrote)")
     d.add_argument("--num_draft_tokens", type=int, default=speculative.DRAFT_TOKENS,
                    help=f"characters drafted per round, checked in one pass of the model (in [1, {MAX_DRAFT_TOKENS}]; "
                         f"default {speculative.DRAFT_TOKENS})")
@@ -506,7 +509,7 @@ def speculate(model, meta, idx, args):
     """--draft: decode with speculative decoding, every round in detail for --walkthrough's first
     --steps rounds; the statistics go to stderr."""
     try:
-        drafter = speculative.load_drafter(args.draft, meta, args.device)
+        drafter = speculative.load_drafter(args.draft, model, meta, args.device)
     except checkpoint.CheckpointError as e:
         return fail(str(e), 1)
     itos, stops = meta["itos"], args.decoding.stop

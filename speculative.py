@@ -17,10 +17,11 @@ so a round adds between 1 and k + 1 tokens for one pass of the target. Greedy de
 p and q both come out of the same Decoding pipeline (penalties, temperature, filters), applied
 at each position to the context up to that position.
 
-Drafters, with the methods reset(ids), next_logits(ids) and rollback(length):
+Drafters, with the methods reset(ids, target), next_logits(ids) and rollback(length):
     ModelDrafter         a small GPT with its own KV cache (checkpoints/draft.pt: one layer)
     NgramDrafter         no network: counts of character n-grams in the training text
     PromptLookupDrafter  no network, no table: copies what followed the text's last characters in the text itself
+    MedusaDrafter        heads on the target's own last hidden state (checkpoints/medusa.pt): no second model
 
 One prompt at a time (batch size 1). V: vocabulary size, T: tokens of text so far, k: drafts.
 """
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import checkpoint
+import medusa
 from data.shakespeare_char import prepare
 from sampling import Decoding, Run, categorical, characters, ends_with, generated_texts, matched, process, window_start
 
@@ -147,11 +149,14 @@ class WindowedModel:
         self.cache = model.new_cache(1)
         self.start = window_start(prompt_length, prompt_length, self.block_size)
         self.passes = 0  # forward passes so far
+        self.first, self.hidden = None, None  # what the last call to logits() read: see there
 
     def logits(self, ids, first):
         """The logits for the tokens at indices first .. T of ids (1, T), each predicted from its own
-        window, in one forward pass per window: (T - first + 1, V)."""
-        rows, t, T = [], first, ids.size(1)
+        window, in one forward pass per window: (T - first + 1, V). The last hidden states that
+        predicted them stay in self.hidden (T - first + 1, C), from index self.first on: the
+        Medusa heads read them."""
+        rows, states, t, T = [], [], first, ids.size(1)
         while t <= T:
             start = window_start(t, self.prompt_length, self.block_size)
             if start != self.start:  # a restart: read the new window from its first token
@@ -159,9 +164,12 @@ class WindowedModel:
                 self.start = start
             end = min(T, start + self.block_size)  # the last index this window predicts
             fed = ids[:, start + self.cache.length:end]  # (1, n): what the cache lacks, up to ids[end - 1]
-            rows.append(self.model(fed, cache=self.cache)[0][0, t - end - 1:])  # (1, n, V) -> (end - t + 1, V)
+            logits, _, hidden = self.model(fed, cache=self.cache, hidden=True)  # (1, n, V), (1, n, C)
+            rows.append(logits[0, t - end - 1:])  # (end - t + 1, V)
+            states.append(hidden[0, t - end - 1:])  # (end - t + 1, C)
             self.passes += 1
             t = end + 1
+        self.first, self.hidden = first, torch.cat(states)  # (T - first + 1, C)
         return torch.cat(rows)  # (T - first + 1, V)
 
     def rollback(self, length):
@@ -186,8 +194,9 @@ class ModelDrafter:
         self.model = model
         self.reader = None
 
-    def reset(self, ids):
-        """A new text begins with the prompt ids (1, P)."""
+    def reset(self, ids, target=None):
+        """A new text begins with the prompt ids (1, P); target, the WindowedModel that reads the
+        target model, is for the drafters that read its hidden states (MedusaDrafter)."""
         self.reader = WindowedModel(self.model, ids.size(1))
 
     def next_logits(self, ids):
@@ -240,7 +249,7 @@ class NgramDrafter:
         self.log_counts = np.log(np.concatenate(counts)).astype(np.float32)  # (M,)
         self.cumulative = np.concatenate(([0], np.cumsum(np.concatenate(counts))))  # (M + 1,)
 
-    def reset(self, ids):
+    def reset(self, ids, target=None):
         pass
 
     def rollback(self, length):
@@ -296,7 +305,7 @@ class PromptLookupDrafter:
         self.vocab_size, self.max_ngram = vocab_size, max_ngram
         self.copy, self.first = None, 0
 
-    def reset(self, ids):
+    def reset(self, ids, target=None):
         self.copy = None
 
     def rollback(self, length):
@@ -314,17 +323,54 @@ class PromptLookupDrafter:
         return logits
 
 
+class MedusaDrafter:
+    """Medusa heads as the drafter (Cai et al. 2024; medusa.py): the target drafts for itself.
+    The pass that checks a round ends with the target's token x at index L; the last hidden state
+    h that predicted x comes out of that same pass (WindowedModel.hidden), and the heads read it:
+
+        q_i = softmax(head_i(h)),   a guess at the token at index L + i,   i = 1 .. K
+
+    so the next round's drafts cost K small matrix products and no forward pass. q_i does not see
+    the drafts before it, which the rejection rule allows (any q keeps the text exact). The first
+    round has no h yet and drafts nothing: it is one step of plain decoding."""
+
+    def __init__(self, heads):
+        self.heads = heads
+        self.guesses, self.first = None, 0
+
+    def reset(self, ids, target=None):
+        self.target, self.guesses = target, None
+
+    def rollback(self, length):
+        """ids[:length] stand and the target's token follows at index length: read h, its hidden state."""
+        h = self.target.hidden[length - self.target.first]  # (C,)
+        with torch.inference_mode():
+            self.guesses = self.heads(h)  # (K, V)
+        self.first = length + 1  # the index of the first draft of the next round
+
+    def next_logits(self, ids):
+        """Head i's logits for ids (1, T) when T = the round's first index + i - 1; -inf everywhere
+        past the last head, or before any h: (1, V)."""
+        i = ids.size(1) - self.first  # the drafts so far in this round
+        if self.guesses is None or i >= len(self.guesses):
+            return torch.full((1, self.heads.outputs[0].out_features), -math.inf)  # (1, V)
+        return self.guesses[i][None]  # (1, V)
+
+
 def training_text(path=None):
     """The training part of Tiny Shakespeare (prepare.TEXT unless path): its first 90%."""
     with open(path or prepare.TEXT, encoding="utf-8") as f:
         return prepare.split(f.read())[0]
 
 
-def load_drafter(name, meta, device="cpu"):
-    """The drafter --draft names: 'ngram', 'prompt_lookup', or a checkpoint of the model's
-    vocabulary; a checkpoint.CheckpointError with one line when it cannot draft for this model."""
+def load_drafter(name, model, meta, device="cpu"):
+    """The drafter --draft names for the model: 'ngram', 'prompt_lookup', 'medusa' (the heads of
+    medusa.DEFAULT_HEADS), a file of Medusa heads, or a checkpoint of the model's vocabulary; a
+    checkpoint.CheckpointError with one line when it cannot draft for this model."""
     if name == "prompt_lookup":
         return PromptLookupDrafter(meta["vocab_size"])
+    if name == "medusa" or medusa.holds_heads(name):
+        return MedusaDrafter(medusa.load(medusa.DEFAULT_HEADS if name == "medusa" else name, model))
     if name == "ngram":
         try:
             text = training_text()
@@ -412,7 +458,7 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
     vocabulary = characters(stoi) if decoding.regex else None
     run = decoding.start(idx, generator)
     reader = WindowedModel(target, idx.size(1))
-    drafter.reset(idx)
+    drafter.reset(idx, reader)
     made = 0
     while made < max_new_tokens:
         T = run.ids.size(1)

@@ -12,9 +12,11 @@ generate, in one run.
 - cached:      the prompt once, then one token per step against the KV cache
 - batched:     10 samples decoded together (cached), against 10 runs one after another
 - speculative: one sample of 500 characters, plain cached sampling against speculative decoding with
-               the draft model (checkpoints/draft.pt) and the n-gram drafter at k = 1 .. 8 drafts per
-               round, at temperature 1 and 0; then Hugging Face's generate, with and without
-               assistant_model, on the same weights, 100 characters (GPT-2 stops at n_positions)
+               the draft model (checkpoints/draft.pt), the n-gram drafter, prompt lookup and the
+               Medusa heads (checkpoints/medusa.pt) at k = 1 .. 8 drafts per round (Medusa: up to its
+               number of heads), at temperature 1 and 0; then Hugging Face's generate, plain, with
+               assistant_model and with prompt_lookup_num_tokens, on the same weights, 100
+               characters (GPT-2 stops at n_positions)
 
 Prints tokens/s and the ratios; --save also writes them to docs/bench/, where the README's
 numbers come from (tests/test_readme.py checks them), and --figure saves a plot of the time per
@@ -146,25 +148,25 @@ def speculative_job(model, drafter, prompt, n, decoding, k, stoi, seed=0):
                                                        torch.Generator().manual_seed(seed), stoi))
 
 
-def hf_job(hf, prompt, n, decoding, assistant=None, seed=0):
+def hf_job(hf, prompt, n, decoding, seed=0, **drafting):
     """Hugging Face's generate of n tokens, greedy or pure sampling at decoding's temperature (top_k=0:
-    its default of 50 off), with or without an assistant model."""
+    its default of 50 off), drafting as `drafting` says (assistant_model=, prompt_lookup_num_tokens=) or not."""
     settings = dict(do_sample=False) if decoding.is_greedy else dict(do_sample=True, temperature=decoding.temperature,
                                                                      top_k=0)
 
     def job():
         torch.manual_seed(seed)
         return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
-                           assistant_model=assistant, pad_token_id=0, eos_token_id=None, **settings)
+                           pad_token_id=0, eos_token_id=None, **settings, **drafting)
     return job
 
 
 def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
-    """Plain cached decoding against each drafter at each k, n tokens: prints the table, returns
-    {(drafter, k): tokens/s}, ("plain", 0) included."""
+    """Plain cached decoding against each drafter at each k of ks[drafter], n tokens: prints the
+    table, returns {(drafter, k): tokens/s}, ("plain", 0) included."""
     jobs = {("plain", 0): plain_job(model, prompt, n, decoding)}
     for name, drafter in drafters.items():
-        jobs.update({(name, k): speculative_job(model, drafter, prompt, n, decoding, k, stoi) for k in ks})
+        jobs.update({(name, k): speculative_job(model, drafter, prompt, n, decoding, k, stoi) for k in ks[name]})
     best = fastest_of(jobs, args.repeats)
     plain = n / best[("plain", 0)][0]
     rates = {("plain", 0): plain}
@@ -180,29 +182,33 @@ def speculative_table(model, drafters, prompt, decoding, ks, n, args, stoi):
 
 
 def hugging_face_table(model, draft, drafters, prompt, decoding, ks, args, stoi):
-    """Hugging Face's generate, with and without assistant_model, against ours on the same
-    weights: HF_TOKENS tokens, within GPT-2's n_positions. Returns {name: its speed / HF generate's}."""
+    """Hugging Face's generate, plain, with assistant_model and with prompt_lookup_num_tokens (at
+    our prompt lookup's best k), against ours on the same weights: HF_TOKENS tokens, within GPT-2's
+    n_positions. Returns {name: its speed / HF generate's}."""
     from hf_gpt2 import hf_copy  # the one mapping of our weights onto GPT2LMHeadModel
 
     hf, hf_draft = hf_copy(model), hf_copy(draft)
     n = HF_TOKENS
     jobs = {"HF generate": hf_job(hf, prompt, n, decoding),
-            "HF generate + assistant_model": hf_job(hf, prompt, n, decoding, hf_draft),
+            "HF generate + assistant_model": hf_job(hf, prompt, n, decoding, assistant_model=hf_draft),
+            f"HF generate + prompt lookup k={ks['prompt lookup']}":
+                hf_job(hf, prompt, n, decoding, prompt_lookup_num_tokens=ks["prompt lookup"]),
             "ours, plain cached": plain_job(model, prompt, n, decoding)}
     jobs.update({f"ours, {name} k={ks[name]}": speculative_job(model, drafter, prompt, n, decoding, ks[name], stoi)
                  for name, drafter in drafters.items()})
     best = fastest_of(jobs, args.repeats)
     hf_rate = n / best["HF generate"][0]
     print(f"\n{n} new characters, Hugging Face's GPT2LMHeadModel on the same weights:")
-    print(f"{'':<34}{'tok/s':>8}{'vs HF generate':>16}")
+    print(f"{'':<38}{'tok/s':>8}{'vs HF generate':>16}")
     for name, (seconds, _) in best.items():
-        print(f"{name:<34}{n / seconds:>8.0f}{n / seconds / hf_rate:>15.2f}x")
+        print(f"{name:<38}{n / seconds:>8.0f}{n / seconds / hf_rate:>15.2f}x")
     return {name: n / seconds / hf_rate for name, (seconds, _) in best.items()}
 
 
-def costs(model, draft, ngram, prompt):
+def costs(model, draft, ngram, heads, prompt):
     """What bounds the speedup: one pass of the target against k + 1 new tokens, one step of
-    each drafter, in milliseconds (fastest of 50)."""
+    the draft model and of the n-gram drafter, the Medusa heads on one hidden state, in
+    milliseconds (fastest of 50)."""
     def ms(step, setup=lambda: None):
         best = math.inf
         for _ in range(50):
@@ -221,6 +227,8 @@ def costs(model, draft, ngram, prompt):
                     for k in (0, 1, 3, 7)]
             print(f"  {name:<12} one pass, ms: " + ", ".join(line))
         print(f"  n-gram       one step, ms: {ms(lambda: ngram.next_logits(context)):.3f}")
+        h = torch.zeros(model.config.n_embd)  # (C,)
+        print(f"  Medusa heads all {heads.num_heads} on one hidden state, ms: {ms(lambda: heads(h)):.3f}")
 
 
 def matmul_bound(model, repeats=200):
@@ -257,30 +265,27 @@ class Timed:
         return getattr(self.wrapped, name)
 
 
-def where_the_time_goes(model, draft, ngram, prompt, decoding, k, args, stoi):
-    """Milliseconds per round in the target's passes, in the drafter and in the rest (the
-    pipeline, the rule, the bookkeeping in Python), against plain cached decoding per token; the
-    fastest of --repeats runs of SPECULATIVE_TOKENS tokens."""
-    timed_draft, timed_lookup = Timed(draft), Timed(ngram.next_logits)
-    timed_ngram = copy.copy(ngram)
-    timed_ngram.next_logits = timed_lookup
-    runs = [("plain cached", None, None), ("draft model", speculative.ModelDrafter(timed_draft), timed_draft),
-            ("n-gram", timed_ngram, timed_lookup)]
+def where_the_time_goes(model, drafters, prompt, decoding, k, args, stoi):
+    """Milliseconds per round in the target's passes, in the drafter (its next_logits and rollback)
+    and in the rest (the pipeline, the rule, the bookkeeping in Python), against plain cached
+    decoding per token; the fastest of --repeats runs of SPECULATIVE_TOKENS tokens."""
     print(f"\nwhere the time goes, k = {k}, ms per round (plain: per token), fastest of {args.repeats}:")
     print(f"{'':<14}{'target':>8}{'drafter':>9}{'the rest':>10}{'total':>8}{'chars':>7}")
-    for name, drafter, clock in runs:
+    for name, drafter in [("plain cached", None), *drafters.items()]:
         best = None
         for _ in range(args.repeats):
-            target = Timed(model)
-            if clock:
-                clock.seconds = 0.0
+            target, clocks = Timed(model), []
+            if drafter is not None:  # a copy whose own next_logits and rollback are timed
+                drafter = copy.copy(drafter)
+                clocks = [Timed(drafter.next_logits), Timed(drafter.rollback)]
+                drafter.next_logits, drafter.rollback = clocks
             job = (plain_job(target, prompt, SPECULATIVE_TOKENS, decoding) if drafter is None else
                    speculative_job(target, drafter, prompt, SPECULATIVE_TOKENS, decoding, k, stoi))
             start = time.perf_counter()
             steps = len(job())  # tokens for plain decoding, rounds for speculative decoding
             total = time.perf_counter() - start
             if best is None or total < best[0]:
-                best = (total, target.seconds, clock.seconds if clock else 0.0, steps)
+                best = (total, target.seconds, sum(clock.seconds for clock in clocks), steps)
         total, in_target, in_drafter, steps = best
         print(f"{name:<14}{in_target / steps * 1e3:>8.2f}{in_drafter / steps * 1e3:>9.2f}"
               f"{(total - in_target - in_drafter) / steps * 1e3:>10.2f}{total / steps * 1e3:>8.2f}"
@@ -289,32 +294,38 @@ def where_the_time_goes(model, draft, ngram, prompt, decoding, k, args, stoi):
 
 
 def speculative_section(model, meta, prompt, args):
-    """Plain cached against speculative decoding with both drafters, at temperature 1 and 0;
-    Hugging Face's generate with and without an assistant; what each step costs. Returns the
-    headline ratios {(temperature, what): ratio}."""
+    """Plain cached against speculative decoding with every drafter, at temperature 1 and 0;
+    Hugging Face's generate, plain and drafting; what each step costs. Returns the headline ratios
+    {(temperature, what): ratio}."""
     stoi = meta["stoi"]
     try:
-        drafters = {"draft model": speculative.load_drafter(args.draft, meta),
-                    "n-gram": speculative.load_drafter("ngram", meta)}
+        drafters = {name: speculative.load_drafter(source, model, meta) for name, source in
+                    [("draft model", args.draft), ("n-gram", "ngram"), ("prompt lookup", "prompt_lookup"),
+                     ("medusa", "medusa")]}
     except checkpoint.CheckpointError as e:
         sys.exit(f"error: {e}")
-    draft = drafters["draft model"].model
+    draft, heads = drafters["draft model"].model, drafters["medusa"].heads
+    ks = {name: KS for name in drafters}
+    ks["medusa"] = range(1, heads.num_heads + 1)  # a draft per head
     print(f"\nspeculative decoding: batch 1, {SPECULATIVE_TOKENS} new characters after {prompt.size(1)} "
-          f"character(s), draft model {draft.num_params() / 1e6:.2f}M parameters ({draft.config.n_layer} layer)")
+          f"character(s), draft model {draft.num_params() / 1e6:.2f}M parameters ({draft.config.n_layer} layer), "
+          f"{heads.num_heads} Medusa heads")
     print("costs, what bounds the speedup:")
-    costs(model, draft, drafters["n-gram"], prompt)
+    costs(model, draft, drafters["n-gram"], heads, prompt)
     ratios = {}
     for temperature in (1.0, 0.0):
         decoding = sampling.Decoding(temperature=temperature)
         print(f"\n=== temperature {temperature:g}{' (greedy)' if temperature == 0 else ''}")
-        rates = speculative_table(model, drafters, prompt, decoding, KS, SPECULATIVE_TOKENS, args, stoi)
-        best_k = {name: max(KS, key=lambda k: rates[name, k]) for name in drafters}
-        where_the_time_goes(model, draft, drafters["n-gram"], prompt, decoding, speculative.DRAFT_TOKENS, args, stoi)
+        rates = speculative_table(model, drafters, prompt, decoding, ks, SPECULATIVE_TOKENS, args, stoi)
+        best_k = {name: max(ks[name], key=lambda k: rates[name, k]) for name in drafters}
+        where_the_time_goes(model, drafters, prompt, decoding, speculative.DRAFT_TOKENS, args, stoi)
         against_hf = hugging_face_table(model, draft, drafters, prompt, decoding, best_k, args, stoi)
         for name in drafters:
             ratios[temperature, f"{name}, best k, against plain cached"] = rates[name, best_k[name]] / rates["plain", 0]
             ratios[temperature, f"{name}, best k, against HF generate"] = against_hf[f"ours, {name} k={best_k[name]}"]
         ratios[temperature, "plain cached against HF generate"] = against_hf["ours, plain cached"]
+        ratios[temperature, "HF prompt lookup against HF generate"] = \
+            against_hf[f"HF generate + prompt lookup k={best_k['prompt lookup']}"]
     return ratios
 
 

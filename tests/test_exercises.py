@@ -33,7 +33,18 @@ WRONG = {
     "check_allowed": lambda pattern, text, vocabulary: sampling.allowed(pattern, text[:-1], vocabulary),  # reads one character too few
     "check_green_list": lambda previous, V, gamma: sampling.green_list(previous + 1, V, gamma),  # seeded by the wrong token
     "check_z_score": lambda green, total, gamma: (green - gamma * total) / math.sqrt(total * gamma),  # forgets 1 - gamma
+    "check_prompt_lookup": lambda ids, n: latest_occurrence(ids, n),  # copies after the latest occurrence, not the first
 }
+def latest_occurrence(ids, max_ngram):
+    """Prompt lookup from the last earlier occurrence of the text's ending instead of the first."""
+    N = len(ids)
+    for n in range(min(max_ngram, N - 1), 0, -1):
+        follows = [i + n for i in range(N - n) if ids[i:i + n].tolist() == ids[N - n:].tolist()]
+        if follows:
+            return follows[-1]
+    return None
+
+
 REFERENCE = {
     "check_greedy": sampling.greedy, "check_softmax": lambda z: F.softmax(z, -1),
     "check_temperature": sampling.apply_temperature, "check_top_k": sampling.top_k_filter,
@@ -42,6 +53,7 @@ REFERENCE = {
     "check_distinct_n": metrics.distinct_n, "check_top_n_sigma": sampling.top_n_sigma_filter,
     "check_residual": speculative.residual, "check_allowed": sampling.allowed,
     "check_green_list": sampling.green_list, "check_z_score": sampling.watermark_z_score,
+    "check_prompt_lookup": speculative.prompt_lookup,
 }
 CHECKERS = sorted(name for name in dir(exercises) if name.startswith("check_"))
 

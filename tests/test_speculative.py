@@ -368,18 +368,20 @@ class Remembered:
 
     def __init__(self, model):
         self.model, self.config = model, model.config
-        self.rows, self.read = {}, {}  # window -> logits (n, V); cache -> the window it holds
+        self.rows, self.read = {}, {}  # window -> logits (n, V) and hidden states (n, C); cache -> the window it holds
 
     def new_cache(self, batch_size):
         return KVCache(self.config, 0)  # only its length is used: an empty batch allocates nothing
 
-    def __call__(self, idx, cache):
+    def __call__(self, idx, cache, hidden=False):
         window = self.read.get(id(cache), ())[:cache.length] + tuple(idx[0].tolist())
         self.read[id(cache)] = window
         cache.advance(idx.size(1))
         if window not in self.rows:
-            self.rows[window] = self.model(torch.tensor([window]))[0][0]  # (n, V)
-        return self.rows[window][None, len(window) - idx.size(1):], None  # (1, T, V)
+            logits, _, states = self.model(torch.tensor([window]), hidden=True)  # (1, n, V), (1, n, C)
+            self.rows[window] = logits[0], states[0]
+        logits, states = (rows[None, len(window) - idx.size(1):] for rows in self.rows[window])  # (1, T, V), (1, T, C)
+        return (logits, None, states) if hidden else (logits, None)
 
 
 def chi_square_p_value(observed, expected, smallest=5.0):
