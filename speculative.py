@@ -316,7 +316,7 @@ class PromptLookupDrafter:
         if self.copy is None:
             start = prompt_lookup(ids[0], self.max_ngram)
             self.copy, self.first = ids[0, start if start is not None else ids.size(1):], ids.size(1)  # (m,)
-        logits = torch.full((1, self.vocab_size), -math.inf)  # (1, V)
+        logits = torch.full((1, self.vocab_size), -math.inf, device=ids.device)  # (1, V)
         i = ids.size(1) - self.first  # the drafts so far in this round
         if i < len(self.copy):
             logits[0, self.copy[i]] = 0.0
@@ -335,8 +335,8 @@ class MedusaDrafter:
     round has no h yet and drafts nothing: it is one step of plain decoding."""
 
     def __init__(self, heads):
-        self.heads = heads
-        self.guesses, self.first = None, 0
+        self.heads, self.target = heads, None
+        self.guesses, self.first = None, 0  # the heads' logits (K, V) for the round from index `first` on
 
     def reset(self, ids, target=None):
         self.target, self.guesses = target, None
@@ -353,7 +353,7 @@ class MedusaDrafter:
         past the last head, or before any h: (1, V)."""
         i = ids.size(1) - self.first  # the drafts so far in this round
         if self.guesses is None or i >= len(self.guesses):
-            return torch.full((1, self.heads.outputs[0].out_features), -math.inf)  # (1, V)
+            return self.heads.outputs[0].weight.new_full((1, self.heads.outputs[0].out_features), -math.inf)  # (1, V)
         return self.guesses[i][None]  # (1, V)
 
 
