@@ -7,6 +7,7 @@ B: batch, T: time (positions), C: n_embd channels, V: vocab_size, H: n_head, D =
 """
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -39,7 +40,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
-    def forward(self, x, cache=None, layer=0):
+    def forward(self, x, cache=None, layer=0, sees=None):
         B, T, C = x.shape
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3C) -> (B, T, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # -> (3, B, H, T, D) -> q, k, v: (B, H, T, D) each
@@ -51,7 +52,9 @@ class CausalSelfAttention(nn.Module):
             start = cache.length  # S = start + T: the new tokens attend to the cached ones and to each other
             k, v = cache.append(layer, k, v)  # (B, H, S, D) each
             mask = None  # one new token may see every position: no mask needed
-            if T > 1:  # new token i sees positions up to start + i
+            if sees is not None:  # a tree: new token i sees the cache and the new tokens j with sees[i, j]
+                mask = torch.cat((torch.ones(T, start, dtype=torch.bool, device=x.device), sees), dim=1)  # (T, S)
+            elif T > 1:  # new token i sees positions up to start + i
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)  # (T, S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, D) @ (B, H, D, S) @ (B, H, S, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)
@@ -80,8 +83,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x, cache=None, layer=0, sees=None):
+        x = x + self.attn(self.ln_1(x), cache, layer, sees)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -89,13 +92,14 @@ class KVCache:
     """The keys and values every layer has computed so far, so that each new token costs one
     position instead of the whole context again.
 
-    k, v: (L, B, H, block_size, D), filled up to `length` positions (the same in every layer).
+    k, v: (L, B, H, block_size + room, D), filled up to `length` positions (the same in every
+    layer); `room` holds the extra candidates of a tree (GPT.forward's tree) beyond block_size.
     The cache alone moves `length`: the model appends each layer's new positions, then
     advance()s; a decoder may reset() it or truncate() it back to an earlier length (to take
     back tokens it rejected)."""
 
-    def __init__(self, config, batch_size, device=None, dtype=torch.float32):
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+    def __init__(self, config, batch_size, device=None, dtype=torch.float32, room=0):
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size + room, config.n_embd // config.n_head)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self._length = 0
@@ -125,6 +129,15 @@ class KVCache:
         """Forget every position."""
         self.truncate(0)
 
+    def keep(self, start, kept):
+        """Of the positions from `start` on, keep only those at start + kept (kept: a list of
+        increasing offsets), moved to start, start + 1, ...: a tree's accepted path."""
+        end = start + len(kept)
+        at = torch.tensor(kept, dtype=torch.long, device=self.k.device) + start  # (n,)
+        self.k[:, :, :, start:end] = self.k[:, :, :, at]  # (L, B, H, n, D), gathered first, then written
+        self.v[:, :, :, start:end] = self.v[:, :, :, at]
+        self._length = end
+
     def reorder(self, rows):
         """Keep the rows (B',) of the batch, in that order (beam search follows its surviving beams).
         With B' = B only the filled positions are copied, in place; otherwise the buffers are
@@ -135,6 +148,12 @@ class KVCache:
         n = self._length
         self.k[:, :, :, :n] = self.k[:, rows, :, :n]  # (L, B, H, n, D), gathered first, then written
         self.v[:, :, :, :n] = self.v[:, rows, :, :n]
+
+
+class Tree(NamedTuple):
+    """New tokens read as a tree of candidates rather than one sequence (GPT.forward)."""
+    depth: torch.Tensor  # (T,) position of each after the cached ones: its depth in the tree
+    sees: torch.Tensor  # (T, T) bool: sees[i, j] when token j is token i or one of its ancestors
 
 
 class GPT(nn.Module):
@@ -163,29 +182,36 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def new_cache(self, batch_size):
+    def new_cache(self, batch_size, room=0):
         p = self.lm_head.weight
-        return KVCache(self.config, batch_size, p.device, p.dtype)
+        return KVCache(self.config, batch_size, p.device, p.dtype, room)
 
     def num_params(self):
         """Parameters, counting the tied embedding once and leaving out position embeddings (as nanoGPT)."""
         return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
 
-    def forward(self, idx, targets=None, cache=None, hidden=False):
+    def forward(self, idx, targets=None, cache=None, hidden=False, tree=None):
         """idx (B, T) token ids -> logits (B, T, V) at every position, and the mean
         cross-entropy against targets (B, T) when they are given (else None); with hidden=True,
-        the last hidden states (B, T, C) too, after the final LayerNorm (contrastive search reads them).
+        the last hidden states (B, T, C) too, after the final LayerNorm (contrastive search and
+        the Medusa heads read them).
 
         With a KVCache, idx holds only the tokens that follow the cached ones: they take the
-        next positions, attend to the cache, and are appended to it."""
+        next positions, attend to the cache, and are appended to it. With a Tree as well, they
+        are not one sequence but a tree of candidates: token i takes the position
+        cache.length + tree.depth[i] and attends to the cache and to its ancestors (tree.sees)."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
-        assert start + T <= self.config.block_size, f"{start + T} positions, block_size is {self.config.block_size}"
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        if tree is None:
+            assert start + T <= self.config.block_size, f"{start + T} positions, block_size is {self.config.block_size}"
+            pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        else:
+            assert cache is not None and start + int(tree.depth.max()) < self.config.block_size, "a tree past block_size"
+            pos = start + tree.depth  # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
         x = dropout(x, self.config.dropout, self.training)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, cache, layer)  # (B, T, C)
+            x = block(x, cache, layer, None if tree is None else tree.sees)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
         x = self.transformer.ln_f(x)  # (B, T, C): the last hidden states

@@ -92,6 +92,7 @@ MAX_SAMPLES = 1000  # rows decoded together; each holds a KV cache of about 1 MB
 MAX_BEAMS = 64
 MAX_SEED = 2 ** 63 - 1 - MAX_SAMPLES  # torch seeds are 64-bit; sample i uses seed + i
 MAX_DRAFT_TOKENS = 16
+MAX_TREE_WIDTH = 3  # 3 + 9 + 27 + 81 = 120 candidates for 4 heads
 
 
 # ----------------------------------------------------------------------------- flags
@@ -161,6 +162,9 @@ def build_parser():
     d.add_argument("--num_draft_tokens", type=int, default=speculative.DRAFT_TOKENS,
                    help=f"characters drafted per round, checked in one pass of the model (in [1, {MAX_DRAFT_TOKENS}]; "
                         f"default {speculative.DRAFT_TOKENS})")
+    d.add_argument("--tree_width", type=int, default=1,
+                   help=f"with Medusa heads: a tree of each head's top W candidates, every path checked in one pass "
+                        f"under a tree attention mask (in [1, {MAX_TREE_WIDTH}]; default 1, a chain)")
     m = p.add_argument_group("lessons")
     m.add_argument("--walkthrough", action="store_true", help="print ids, shapes and the candidates after each stage, step by step")
     m.add_argument("--steps", type=int, default=3, help="steps shown in detail by --walkthrough")
@@ -181,7 +185,7 @@ def parse_args(argv=None):
         args.max_new_tokens = 100 if args.walkthrough or args.compare else 500
     ranges = [("max_new_tokens", 0, 1_000_000), ("steps", 0, 1_000_000), ("num_samples", 1, MAX_SAMPLES),
               ("num_beams", 1, MAX_BEAMS), ("seed", 0, MAX_SEED), ("logprobs", 0, 1_000_000),
-              ("num_draft_tokens", 1, MAX_DRAFT_TOKENS)]
+              ("num_draft_tokens", 1, MAX_DRAFT_TOKENS), ("tree_width", 1, MAX_TREE_WIDTH)]
     for name, low, high in ranges:
         if not low <= getattr(args, name) <= high:
             parser.error(f"--{name} must be in [{low}, {high}], got {getattr(args, name)}")
@@ -209,6 +213,8 @@ def parse_args(argv=None):
         problem = speculative_conflict(args)
         if problem:
             parser.error(problem)
+    elif args.tree_width > 1:
+        parser.error("--tree_width: trees are made of Medusa heads' candidates: use --draft medusa")
     args.lesson = args.walkthrough and not args.decoding.changed()  # no decoding flags: the five-method lesson
     if args.start is None:
         args.start = ARTICLE_PROMPT if args.walkthrough or args.compare else "\n"
@@ -460,6 +466,8 @@ def speculative_conflict(args):
         return f"--draft decodes one sample with the KV caches: drop {', '.join(named)}"
     if args.lang != "en":
         return f"--draft explains its rounds in English only: drop --lang {args.lang}"
+    if args.tree_width > 1 and args.walkthrough:
+        return "--tree_width: the walkthrough explains chains of drafts only: drop --walkthrough"
     try:
         speculative.check_decoding(args.decoding)
     except ValueError as e:
@@ -512,6 +520,10 @@ def speculate(model, meta, idx, args):
         drafter = speculative.load_drafter(args.draft, model, meta, args.device)
     except checkpoint.CheckpointError as e:
         return fail(str(e), 1)
+    if args.tree_width > 1:
+        if not isinstance(drafter, speculative.MedusaDrafter):
+            return fail("--tree_width: trees are made of Medusa heads' candidates: use --draft medusa", 2)
+        drafter = speculative.MedusaDrafter(drafter.heads, args.tree_width)
     itos, stops = meta["itos"], args.decoding.stop
     generator = torch.Generator(args.device).manual_seed(args.seed)
     prompt = checkpoint.decode(idx[0], itos)

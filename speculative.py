@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import checkpoint
 import medusa
+from model import Tree
 from data.shakespeare_char import prepare
 from sampling import Decoding, Run, categorical, characters, ends_with, generated_texts, matched, process, window_start
 
@@ -143,10 +144,10 @@ class WindowedModel:
     position to predict. Where window_start() moves, the cache is emptied and the new window is
     read from its start (one more forward pass)."""
 
-    def __init__(self, model, prompt_length):
+    def __init__(self, model, prompt_length, room=0):
         self.model, self.prompt_length = model, prompt_length
         self.block_size = model.config.block_size
-        self.cache = model.new_cache(1)
+        self.cache = model.new_cache(1, room)  # room: the positions a tree of candidates takes past block_size
         self.start = window_start(prompt_length, prompt_length, self.block_size)
         self.passes = 0  # forward passes so far
         self.first, self.hidden = None, None  # what the last call to logits() read: see there
@@ -171,6 +172,36 @@ class WindowedModel:
             t = end + 1
         self.first, self.hidden = first, torch.cat(states)  # (T - first + 1, C)
         return torch.cat(rows)  # (T - first + 1, V)
+
+    def holds_tree(self, T, depth, nodes):
+        """True when one pass of the current window can read a tree of `nodes` candidates, `depth`
+        places deep, after a text of T tokens: no restart of the window is due at any index it
+        predicts (T .. T + depth), and the cache has room for it."""
+        ends = [window_start(t, self.prompt_length, self.block_size) for t in (T, T + depth)]
+        return ends == [self.start] * 2 and T - self.start + nodes <= self.cache.k.size(3)
+
+    def tree_logits(self, ids, tokens, depth, sees):
+        """One pass over the end of the text ids (1, T) the cache lacks, then the tree of
+        candidates tokens (N,), each at its depth (N,) after the text and seeing the nodes
+        sees (N, N) says. Returns the logits (1 + N, V) and last hidden states (1 + N, C) at the
+        text's last token and at each node; the cache then holds the whole tree (keep() prunes it)."""
+        text = ids[:, self.start + self.cache.length:]  # (1, m): ends with the text's last token
+        m, N = text.size(1), len(tokens)
+        offsets = torch.cat((torch.arange(m), m - 1 + depth))  # (m + N,): positions after the cache
+        seen = torch.ones(m + N, m + N, dtype=torch.bool).tril()  # (m + N, m + N): the text, causally
+        seen[m:, m:] = sees  # each node: the whole text and its own ancestors
+        logits, _, hidden = self.model(torch.cat((text, tokens[None]), dim=1), cache=self.cache, hidden=True,
+                                       tree=Tree(offsets.to(ids.device), seen.to(ids.device)))  # (1, m + N, V), (1, m + N, C)
+        self.passes += 1
+        return logits[0, m - 1:], hidden[0, m - 1:]  # (1 + N, V), (1 + N, C)
+
+    def keep(self, T, nodes, hidden):
+        """After tree_logits() on a text of T tokens: only the candidates `nodes` (a path, indices
+        of the tree, root first) stand. The cache keeps them after the text, and self.hidden holds
+        the hidden states (1 + n, C) that predicted each token after the text, from index T on."""
+        text_end = T - self.start  # the cache holds ids[start:T], then the tree
+        self.cache.keep(text_end, nodes)
+        self.first, self.hidden = T, hidden
 
     def rollback(self, length):
         """Only ids[:length] still stand, and the next call predicts index length + 1: forget the
@@ -334,9 +365,13 @@ class MedusaDrafter:
     the drafts before it, which the rejection rule allows (any q keeps the text exact). The first
     round has no h yet and drafts nothing: it is one step of plain decoding."""
 
-    def __init__(self, heads):
-        self.heads, self.target = heads, None
+    def __init__(self, heads, width=1):
+        self.heads, self.target, self.width = heads, None, width  # width > 1: trees (tree_round())
         self.guesses, self.first = None, 0  # the heads' logits (K, V) for the round from index `first` on
+
+    def tree_nodes(self, depth):
+        """The candidates of a tree `depth` places deep; 0 for a chain."""
+        return len(tree_paths(self.width, depth)) if self.width > 1 else 0
 
     def reset(self, ids, target=None):
         self.target, self.guesses = target, None
@@ -355,6 +390,80 @@ class MedusaDrafter:
         if self.guesses is None or i >= len(self.guesses):
             return self.heads.outputs[0].weight.new_full((1, self.heads.outputs[0].out_features), -math.inf)  # (1, V)
         return self.guesses[i][None]  # (1, V)
+
+
+# ----------------------------------------------------------------------------- Medusa's trees
+
+def tree_paths(width, depth):
+    """Every path through the top `width` candidates of each of `depth` places, as tuples of ranks,
+    parents before children: [(0,), (1,), (0, 0), (0, 1), (1, 0), (1, 1), ...] for width 2.
+    width + width^2 + ... + width^depth of them."""
+    paths = [()]
+    for d in range(depth):
+        paths += [path + (rank,) for path in paths if len(path) == d for rank in range(width)]
+    return paths[1:]
+
+
+def tree_sees(paths):
+    """(N, N) bool: node i sees node j when j's path begins i's (an ancestor, or i itself)."""
+    return torch.tensor([[p[:len(q)] == q for q in paths] for p in paths])
+
+
+def choose_among(probs, candidates, generator=None):
+    """One place of a tree, exactly: the candidates c_1 .. c_w (w,), distinct, are tried in turn,
+    c_j standing with probability p_j(c_j), where p_1 = p (probs, (V,)) and p_{j+1} is p_j with c_j
+    removed and renormalised; when none stands, the token is drawn from p_{w+1}. This is SpecInfer's
+    rule for several drafts at one place (Miao et al. 2024) with every draft certain (q = 1 at it),
+    and each token y comes out with probability p(y): a candidate c_j stands with probability
+    (1 - p(c_1) - ... - p(c_{j-1})) p(c_j) / (1 - p(c_1) - ... - p(c_{j-1})) = p(c_j), and any
+    other token with (1 - sum_j p(c_j)) p(y) / (1 - sum_j p(c_j)) = p(y).
+    Returns (j, token): the index of the candidate that stood, or -1, and the token chosen."""
+    left = probs.clone()  # (V,): p_j, unnormalised
+    for j, c in enumerate(candidates.tolist()):
+        if torch.rand(1, generator=generator, device=probs.device) * left.sum() < left[c]:
+            return j, c
+        left[c] = 0.0
+    return -1, int(categorical(left[None], generator))
+
+
+def tree_round(drafter, reader, run, depth, decoding, stages, generator=None):
+    """A round of Medusa's tree: the top drafter.width candidates of each of `depth` heads (from the
+    hidden state of the last round), every path through them read in one pass of the target
+    (WindowedModel.tree_logits, a tree attention mask). From the text's last token, the walk
+    keeps, at each place, the candidate the target chooses: greedy, the one equal to its argmax;
+    sampling, choose_among(). It ends with the target's own token where no candidate stands or at a
+    leaf. Each place's logits go through the stages with the path's own context, as plain decoding
+    would. Returns (the tree's tokens (N,), a Verdict (accepted, token; p, q, u None), the path's
+    tokens (n,))."""
+    paths = tree_paths(drafter.width, depth)
+    ranks = drafter.guesses[:depth].topk(drafter.width, dim=-1).indices  # (depth, width)
+    tokens = torch.stack([ranks[len(p) - 1, p[-1]] for p in paths])  # (N,)
+    T = run.ids.size(1)
+    logits, hidden = reader.tree_logits(run.ids, tokens, torch.tensor([len(p) for p in paths]), tree_sees(paths))
+    children = {}
+    for i, p in enumerate(paths):
+        children.setdefault(p[:-1], []).append(i)  # in rank order
+    path, nodes, token = (), [], -1
+    while True:
+        row = nodes[-1] + 1 if nodes else 0  # the row of the node the walk stands on (0: the text's last token)
+        ids = torch.cat((run.ids, tokens[nodes][None]), dim=1)  # (1, T + n): the text and the path so far
+        z = process(logits[row:row + 1], Run(ids, run.prompt_length, run.generator), stages)[0]  # (V,)
+        if z.amax() == -math.inf:  # the stages left nothing to draw: the text ends here
+            token = -1
+            break
+        kids = children.get(path, [])
+        if decoding.is_greedy:
+            token = int(z.argmax())
+            j = next((j for j, i in enumerate(kids) if int(tokens[i]) == token), -1)
+        else:
+            j, token = choose_among(F.softmax(z, dim=-1), tokens[kids], generator)
+        if j < 0:
+            break
+        nodes.append(kids[j])
+        path = paths[kids[j]]
+    reader.keep(T, nodes, hidden[[0] + [i + 1 for i in nodes]])
+    verdict = Verdict(torch.tensor(len(nodes)), torch.tensor(token), None, None, None)
+    return tokens, verdict, tokens[nodes]
 
 
 def training_text(path=None):
@@ -457,18 +566,24 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
     stops = [[stoi[c] for c in s] for s in decoding.stop]
     vocabulary = characters(stoi) if decoding.regex else None
     run = decoding.start(idx, generator)
-    reader = WindowedModel(target, idx.size(1))
+    trees = isinstance(drafter, MedusaDrafter) and drafter.width > 1
+    depth = min(num_draft_tokens, drafter.heads.num_heads) if trees else 0
+    reader = WindowedModel(target, idx.size(1), room=drafter.tree_nodes(depth) if trees else 0)
     drafter.reset(idx, reader)
     made = 0
     while made < max_new_tokens:
-        T = run.ids.size(1)
-        drafted, q_logits = draft(drafter, run, min(num_draft_tokens, max_new_tokens - made - 1), decoding, stages)
-        ids = torch.cat((run.ids, drafted[None]), dim=1)  # (1, T + k)
-        passes = reader.passes
-        p_logits = process_rows(reader.logits(ids, T), ids, T, run, decoding, stages)  # (k + 1, V)
-        verdict = verify(p_logits, q_logits, drafted, decoding, generator)
+        T, passes, k = run.ids.size(1), reader.passes, min(num_draft_tokens, max_new_tokens - made - 1)
+        if trees and drafter.guesses is not None and k >= depth and \
+                reader.holds_tree(T, depth, drafter.tree_nodes(depth)):
+            drafted, verdict, stood = tree_round(drafter, reader, run, depth, decoding, stages, generator)
+        else:  # a chain: the drafts one after another, checked in one pass
+            drafted, q_logits = draft(drafter, run, k, decoding, stages)
+            ids = torch.cat((run.ids, drafted[None]), dim=1)  # (1, T + k)
+            p_logits = process_rows(reader.logits(ids, T), ids, T, run, decoding, stages)  # (k + 1, V)
+            verdict = verify(p_logits, q_logits, drafted, decoding, generator)
+            stood = drafted[:int(verdict.accepted)]  # (n,)
         n, finished = int(verdict.accepted), bool(verdict.token < 0)
-        tokens = torch.cat((drafted[:n], verdict.token[None]))[:n + (not finished)]  # (n + 1,), or (n,) at the end
+        tokens = torch.cat((stood, verdict.token[None]))[:n + (not finished)]  # (n + 1,), or (n,) at the end
         for i in range(len(tokens) if stops else 0):
             if ends_with(torch.cat((run.ids, tokens[None, :i + 1]), dim=1), stops, run.prompt_length)[0]:
                 tokens, finished = tokens[:i + 1], True

@@ -13,8 +13,9 @@ generate, in one run.
 - batched:     10 samples decoded together (cached), against 10 runs one after another
 - speculative: one sample of 500 characters, plain cached sampling against speculative decoding with
                the draft model (checkpoints/draft.pt), the n-gram drafter, prompt lookup and the
-               Medusa heads (checkpoints/medusa.pt) at k = 1 .. 8 drafts per round (Medusa: up to its
-               number of heads), at temperature 1 and 0; then Hugging Face's generate, plain, with
+               Medusa heads (checkpoints/medusa.pt), as a chain and as a tree of each head's top 2
+               candidates, at k = 1 .. 8 drafts per round (Medusa: up to its number of heads), at
+               temperature 1 and 0; then Hugging Face's generate, plain, with
                assistant_model and with prompt_lookup_num_tokens, on the same weights, 100
                characters (GPT-2 stops at n_positions)
 
@@ -274,13 +275,13 @@ def where_the_time_goes(model, drafters, prompt, decoding, k, args, stoi):
     for name, drafter in [("plain cached", None), *drafters.items()]:
         best = None
         for _ in range(args.repeats):
-            target, clocks = Timed(model), []
-            if drafter is not None:  # a copy whose own next_logits and rollback are timed
-                drafter = copy.copy(drafter)
-                clocks = [Timed(drafter.next_logits), Timed(drafter.rollback)]
-                drafter.next_logits, drafter.rollback = clocks
-            job = (plain_job(target, prompt, SPECULATIVE_TOKENS, decoding) if drafter is None else
-                   speculative_job(target, drafter, prompt, SPECULATIVE_TOKENS, decoding, k, stoi))
+            target, clocks, spy = Timed(model), [], None
+            if drafter is not None:  # a copy of the drafter whose own next_logits and rollback are timed
+                spy = copy.copy(drafter)
+                clocks = [Timed(spy.next_logits), Timed(spy.rollback)]
+                spy.next_logits, spy.rollback = clocks
+            job = (plain_job(target, prompt, SPECULATIVE_TOKENS, decoding) if spy is None else
+                   speculative_job(target, spy, prompt, SPECULATIVE_TOKENS, decoding, k, stoi))
             start = time.perf_counter()
             steps = len(job())  # tokens for plain decoding, rounds for speculative decoding
             total = time.perf_counter() - start
@@ -305,8 +306,9 @@ def speculative_section(model, meta, prompt, args):
     except checkpoint.CheckpointError as e:
         sys.exit(f"error: {e}")
     draft, heads = drafters["draft model"].model, drafters["medusa"].heads
+    drafters["medusa tree 2"] = speculative.MedusaDrafter(heads, width=2)  # each head's top 2, every path
     ks = {name: KS for name in drafters}
-    ks["medusa"] = range(1, heads.num_heads + 1)  # a draft per head
+    ks["medusa"] = ks["medusa tree 2"] = range(1, heads.num_heads + 1)  # a draft (a place of the tree) per head
     print(f"\nspeculative decoding: batch 1, {SPECULATIVE_TOKENS} new characters after {prompt.size(1)} "
           f"character(s), draft model {draft.num_params() / 1e6:.2f}M parameters ({draft.config.n_layer} layer), "
           f"{heads.num_heads} Medusa heads")

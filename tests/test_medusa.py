@@ -14,7 +14,8 @@ import sampling
 import train_medusa
 from conftest import META, make_sharp_model
 from sampling import Decoding, window_start
-from speculative import MedusaDrafter, speculative_stream, verify
+from speculative import (MedusaDrafter, WindowedModel, choose_among, speculative_stream, tree_paths, tree_sees,
+                         verify)
 from test_sample_cli import ckpt, failure  # noqa: F401 (ckpt: a fixture, a tiny random model as a checkpoint)
 from test_sampling import prompt
 from test_speculative import DRAWS, PENALTIES, STOI, chi_square_p_value, cli, rounds_of, shipped  # noqa: F401
@@ -121,6 +122,97 @@ def test_the_first_two_characters_have_the_target_distribution(shipped):
     observed = torch.bincount(c1 * V + c2, minlength=V * V).double()  # (V * V,)
     assert 0.05 < second.accepted.float().mean() < 0.95  # drafts stood and fell many times
     assert chi_square_p_value(observed, expected) > 1e-3
+
+
+# ----------------------------------------------------------------------------- trees
+
+def test_tree_paths_and_who_sees_whom_by_hand():
+    paths = tree_paths(2, 2)
+    assert paths == [(0,), (1,), (0, 0), (0, 1), (1, 0), (1, 1)]
+    sees = tree_sees(paths)  # (6, 6)
+    assert sees[4].tolist() == [False, True, False, False, True, False]  # (1, 0): its parent (1,) and itself
+    assert sees[0].tolist() == [True, False, False, False, False, False]
+    assert len(tree_paths(3, 4)) == 3 + 9 + 27 + 81
+
+
+def test_each_candidate_of_a_tree_reads_its_own_path():
+    """One pass over a tree under its attention mask gives each node the logits (and hidden state)
+    of a plain forward pass over the text and its path."""
+    target = make_sharp_model(2)
+    ids = prompt(B=1, T=6, seed=4)  # (1, 6)
+    paths = tree_paths(2, 3)  # 14 candidates
+    tokens = torch.randint(0, V, (len(paths),), generator=torch.Generator().manual_seed(0))
+    reader = WindowedModel(target, 6, room=len(paths))
+    reader.logits(ids[:, :4], 4)  # a cache that holds part of the text: the pass reads the rest first
+    logits, hidden = reader.tree_logits(ids, tokens, torch.tensor([len(p) for p in paths]), tree_sees(paths))
+    for row, path in enumerate([()] + paths):
+        nodes = [paths.index(path[:d]) for d in range(1, len(path) + 1)]
+        plain_logits, _, plain_hidden = target(torch.cat((ids, tokens[nodes][None]), dim=1), hidden=True)
+        assert torch.allclose(logits[row], plain_logits[0, -1], atol=1e-5)
+        assert torch.allclose(hidden[row], plain_hidden[0, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("penalties", [{}, PENALTIES], ids=["plain", "penalties"])
+def test_greedy_with_trees_is_plain_greedy_past_block_size(penalties):
+    target = make_sharp_model(0)
+    accepted = 0
+    for width, k in [(2, 2), (2, 3), (3, 3)]:
+        idx = prompt(B=1, T=20, seed=k)
+        decoding = Decoding(temperature=0, **penalties)
+        ours, rounds = rounds_of(target, MedusaDrafter(noisy_heads(target, seed=k), width), idx, 60, decoding, k)
+        assert torch.equal(ours, sampling.generate(target, idx, 60, decoding, stoi=STOI))
+        assert any(len(r.drafted) == len(tree_paths(width, k)) for r in rounds)  # trees were checked
+        accepted += sum(int(r.verdict.accepted) for r in rounds)
+    assert accepted > 0
+
+
+def test_choose_among_keeps_the_distribution_p():
+    """20,000 choices among candidates 1 and 0 of p = (0.5, 0.3, 0.15, 0.05): the tokens follow p."""
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    g = torch.Generator().manual_seed(0)
+    chosen = [choose_among(p, torch.tensor([1, 0]), g) for _ in range(DRAWS)]
+    tokens = torch.tensor([token for _, token in chosen])
+    assert chi_square_p_value(torch.bincount(tokens, minlength=4).double(), p.double() * DRAWS) > 1e-3
+    assert {j for j, token in chosen if token == 1} == {0} and {j for j, token in chosen if token == 0} == {1}
+    assert {j for j, token in chosen if token >= 2} == {-1}  # not a candidate: drawn after both fell
+    assert choose_among(torch.tensor([0.0, 1.0]), torch.tensor([1]), g) == (0, 1)  # a certain candidate stands
+
+
+@torch.no_grad()
+def test_a_tree_s_first_place_keeps_the_target_distribution(shipped):
+    """As the test of the chain: c1 ~ p(. | prompt) from the first round, then c2 chosen at the first
+    place of a tree of width 3 (head 1's top 3 on the hidden state that predicted c1) by
+    choose_among(), as tree_round() chooses; the counts against p(c1) p(c2 | c1)."""
+    target, _ = shipped
+    heads = medusa.load(medusa.DEFAULT_HEADS, target)
+    idx = torch.tensor([checkpoint.encode("\nAnd Nero ", STOI)])  # (1, 10)
+    logits, _, hidden = target(idx, hidden=True)
+    p1 = F.softmax(logits[0, -1], dim=-1)  # (V,)
+    both = torch.cat((idx.repeat(V, 1), torch.arange(V)[:, None]), dim=1)  # (V, 11)
+    p2 = F.softmax(target(both)[0][:, -1], dim=-1)  # (V, V)
+    expected = (p1[:, None] * p2).flatten().double() * DRAWS  # (V * V,)
+    candidates = heads(hidden[0, -1])[0].topk(3).indices  # (3,)
+    g = torch.Generator().manual_seed(0)
+    c1 = sampling.categorical(p1.expand(DRAWS, V), g)[:, 0]  # (N,)
+    chosen = [choose_among(p2[c], candidates, g) for c in c1.tolist()]
+    c2 = torch.tensor([token for _, token in chosen])  # (N,)
+    stood = sum(j >= 0 for j, _ in chosen) / DRAWS
+    observed = torch.bincount(c1 * V + c2, minlength=V * V).double()
+    assert 0.05 < stood < 0.95
+    assert chi_square_p_value(observed, expected) > 1e-3
+
+
+def test_trees_at_the_command_line(capsys):
+    args = ("--max_new_tokens", "150", "--temperature", "0", "--seed", "1")
+    status, plain, _ = cli(capsys, *args)
+    status_tree, text, err = cli(capsys, *args, "--draft", "medusa", "--tree_width", "2")
+    assert status == status_tree == 0 and text == plain
+    for flags, message in [(["--tree_width", "2"], "use --draft medusa"),
+                           (["--draft", "ngram", "--tree_width", "2"], "use --draft medusa"),
+                           (["--draft", "medusa", "--tree_width", "2", "--walkthrough"], "drop --walkthrough"),
+                           (["--draft", "medusa", "--tree_width", "4"], "--tree_width must be in [1, 3], got 4")]:
+        status, line = failure(capsys, "--max_new_tokens", "5", *flags)
+        assert status == 2 and message in line
 
 
 # ----------------------------------------------------------------------------- the files and the command line

@@ -388,8 +388,9 @@ def chi_square_p_value(observed, expected, smallest=5.0):
     """Pearson's chi-square test of counts against expected counts (N,), the cells expected fewer
     than `smallest` times pooled into one: P(chi2(cells - 1) >= statistic) = Q((cells - 1) / 2, statistic / 2)."""
     rare = expected < smallest
-    observed = torch.cat([observed[~rare], observed[rare].sum()[None]])
-    expected = torch.cat([expected[~rare], expected[rare].sum()[None]])
+    if rare.any():
+        observed = torch.cat([observed[~rare], observed[rare].sum()[None]])
+        expected = torch.cat([expected[~rare], expected[rare].sum()[None]])
     statistic = ((observed - expected) ** 2 / expected).sum()
     return torch.special.gammaincc(torch.tensor((len(expected) - 1) / 2, dtype=torch.float64), statistic / 2).item()
 
