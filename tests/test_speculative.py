@@ -288,7 +288,7 @@ def test_after_a_rejection_both_caches_hold_the_accepted_tokens(monkeypatch):
     drafter = ModelDrafter(noisy_copy(target, std=0.05))
     made, truncated = [], []
     new_cache, truncate = target.new_cache, KVCache.truncate
-    monkeypatch.setattr(target, "new_cache", lambda B: made.append(new_cache(B)) or made[-1])
+    monkeypatch.setattr(target, "new_cache", lambda B, room=0: made.append(new_cache(B, room)) or made[-1])
     monkeypatch.setattr(KVCache, "truncate", lambda cache, n: truncated.append((cache, n)) or truncate(cache, n))
     idx = prompt(B=1, T=4, seed=5)
     text, rejections = idx.size(1), 0
@@ -370,7 +370,7 @@ class Remembered:
         self.model, self.config = model, model.config
         self.rows, self.read = {}, {}  # window -> logits (n, V) and hidden states (n, C); cache -> the window it holds
 
-    def new_cache(self, batch_size):
+    def new_cache(self, batch_size, room=0):
         return KVCache(self.config, 0)  # only its length is used: an empty batch allocates nothing
 
     def __call__(self, idx, cache, hidden=False):
