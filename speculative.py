@@ -21,7 +21,8 @@ Drafters, with the methods reset(ids, target), next_logits(ids) and rollback(len
     ModelDrafter         a small GPT with its own KV cache (checkpoints/draft.pt: one layer)
     NgramDrafter         no network: counts of character n-grams in the training text
     PromptLookupDrafter  no network, no table: copies what followed the text's last characters in the text itself
-    MedusaDrafter        heads on the target's own last hidden state (checkpoints/medusa.pt): no second model
+    MedusaDrafter        heads on the target's own last hidden state (checkpoints/medusa.pt): no second model;
+                         with width > 1, a tree of candidates per round, checked in one pass (tree_round())
 
 One prompt at a time (batch size 1). V: vocabulary size, T: tokens of text so far, k: drafts.
 """
