@@ -152,7 +152,7 @@ class KVCache:
 
 class Tree(NamedTuple):
     """New tokens read as a tree of candidates rather than one sequence (GPT.forward)."""
-    depth: torch.Tensor  # (T,) position of each after the cached ones: its depth in the tree
+    offset: torch.Tensor  # (T,) the position of each after the cached ones: a candidate's depth in the tree
     sees: torch.Tensor  # (T, T) bool: sees[i, j] when token j is token i or one of its ancestors
 
 
@@ -199,15 +199,15 @@ class GPT(nn.Module):
         With a KVCache, idx holds only the tokens that follow the cached ones: they take the
         next positions, attend to the cache, and are appended to it. With a Tree as well, they
         are not one sequence but a tree of candidates: token i takes the position
-        cache.length + tree.depth[i] and attends to the cache and to its ancestors (tree.sees)."""
+        cache.length + tree.offset[i] and attends to the cache and to its ancestors (tree.sees)."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if tree is None:
             assert start + T <= self.config.block_size, f"{start + T} positions, block_size is {self.config.block_size}"
             pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         else:
-            assert cache is not None and start + int(tree.depth.max()) < self.config.block_size, "a tree past block_size"
-            pos = start + tree.depth  # (T,)
+            assert cache is not None and start + int(tree.offset.max()) < self.config.block_size, "a tree past block_size"
+            pos = start + tree.offset  # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
         x = dropout(x, self.config.dropout, self.training)
         for layer, block in enumerate(self.transformer.h):

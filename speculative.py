@@ -26,6 +26,7 @@ Drafters, with the methods reset(ids, target), next_logits(ids) and rollback(len
 
 One prompt at a time (batch size 1). V: vocabulary size, T: tokens of text so far, k: drafts.
 """
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -39,7 +40,8 @@ from model import Tree
 from data.shakespeare_char import prepare
 from sampling import Decoding, Run, categorical, characters, ends_with, generated_texts, matched, process, window_start
 
-DRAFT_TOKENS = 5  # k: near the fastest for both drafters on the shipped model (bench/bench_generate.py)
+DRAFT_TOKENS = 5  # k: near the fastest for the n-gram drafter and the draft model (bench/bench_generate.py;
+# Medusa's heads do best at k = 2 or 3, prompt lookup anywhere from 1 to 4)
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -362,7 +364,7 @@ class MedusaDrafter:
 
         q_i = softmax(head_i(h)),   a guess at the token at index L + i,   i = 1 .. K
 
-    so the next round's drafts cost K small matrix products and no forward pass. q_i does not see
+    so the next round's drafts cost 2K small matrix products (U_i and W_i) and no forward pass. q_i does not see
     the drafts before it, which the rejection rule allows (any q keeps the text exact). The first
     round has no h yet and drafts nothing: it is one step of plain decoding."""
 
@@ -427,6 +429,17 @@ def choose_among(probs, candidates, generator=None):
     return -1, int(categorical(left[None], generator))
 
 
+@functools.lru_cache(maxsize=None)
+def tree_shape(width, depth):
+    """A tree's paths, their depths (N,), who sees whom (N, N) and each path's children in rank
+    order ({path: [node, ...]}, the root ()); made once for each width and depth."""
+    paths = tree_paths(width, depth)
+    children = {}
+    for i, p in enumerate(paths):
+        children.setdefault(p[:-1], []).append(i)
+    return paths, torch.tensor([len(p) for p in paths]), tree_sees(paths), children
+
+
 def tree_round(drafter, reader, run, depth, decoding, stages, generator=None):
     """A round of Medusa's tree: the top drafter.width candidates of each of `depth` heads (from the
     hidden state of the last round), every path through them read in one pass of the target
@@ -436,15 +449,12 @@ def tree_round(drafter, reader, run, depth, decoding, stages, generator=None):
     leaf. Each place's logits go through the stages with the path's own context, as plain decoding
     would. Returns (the tree's tokens (N,), a Verdict (accepted, token; p, q, u None), the path's
     tokens (n,))."""
-    paths = tree_paths(drafter.width, depth)
+    paths, depths, sees, children = tree_shape(drafter.width, depth)
     ranks = drafter.guesses[:depth].topk(drafter.width, dim=-1).indices  # (depth, width)
     tokens = torch.stack([ranks[len(p) - 1, p[-1]] for p in paths])  # (N,)
     T = run.ids.size(1)
-    logits, hidden = reader.tree_logits(run.ids, tokens, torch.tensor([len(p) for p in paths]), tree_sees(paths))
-    children = {}
-    for i, p in enumerate(paths):
-        children.setdefault(p[:-1], []).append(i)  # in rank order
-    path, nodes, token = (), [], -1
+    logits, hidden = reader.tree_logits(run.ids, tokens, depths, sees)  # (1 + N, V), (1 + N, C)
+    path, nodes = (), []
     while True:
         row = nodes[-1] + 1 if nodes else 0  # the row of the node the walk stands on (0: the text's last token)
         ids = torch.cat((run.ids, tokens[nodes][None]), dim=1)  # (1, T + n): the text and the path so far
@@ -463,7 +473,8 @@ def tree_round(drafter, reader, run, depth, decoding, stages, generator=None):
         nodes.append(kids[j])
         path = paths[kids[j]]
     reader.keep(T, nodes, hidden[[0] + [i + 1 for i in nodes]])
-    verdict = Verdict(torch.tensor(len(nodes)), torch.tensor(token), None, None, None)
+    verdict = Verdict(torch.tensor(len(nodes), device=tokens.device), torch.tensor(token, device=tokens.device),
+                      None, None, None)
     return tokens, verdict, tokens[nodes]
 
 
@@ -531,7 +542,7 @@ def process_rows(logits, ids, first, run, decoding, stages):
 
 class Round(NamedTuple):
     """What speculative_stream() yields for each round."""
-    drafted: torch.Tensor  # (k,) the drafter's tokens x_1 .. x_k
+    drafted: torch.Tensor  # (k,) the drafter's tokens x_1 .. x_k; in a round of a tree, its N candidates
     verdict: Verdict  # how many stood, the target's token, p, q and u
     tokens: torch.Tensor  # (n,) what the round adds to the text: the drafts that stood and the target's token
     finished: bool  # a stop string completed, the pattern matched for good, or the target has nothing left to draw
@@ -567,7 +578,7 @@ def speculative_stream(target, drafter, idx, max_new_tokens, decoding=Decoding()
     stops = [[stoi[c] for c in s] for s in decoding.stop]
     vocabulary = characters(stoi) if decoding.regex else None
     run = decoding.start(idx, generator)
-    trees = isinstance(drafter, MedusaDrafter) and drafter.width > 1
+    trees = isinstance(drafter, MedusaDrafter) and drafter.width > 1 and num_draft_tokens >= 1
     depth = min(num_draft_tokens, drafter.heads.num_heads) if trees else 0
     reader = WindowedModel(target, idx.size(1), room=drafter.tree_nodes(depth) if trees else 0)
     drafter.reset(idx, reader)

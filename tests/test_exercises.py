@@ -35,6 +35,8 @@ WRONG = {
     "check_z_score": lambda green, total, gamma: (green - gamma * total) / math.sqrt(total * gamma),  # forgets 1 - gamma
     "check_prompt_lookup": lambda ids, n: latest_occurrence(ids, n),  # copies after the latest occurrence, not the first
 }
+
+
 def latest_occurrence(ids, max_ngram):
     """Prompt lookup from the last earlier occurrence of the text's ending instead of the first."""
     N = len(ids)

@@ -68,12 +68,14 @@ def test_new_heads_begin_as_the_model_s_own_next_token_guess():
 
 # ----------------------------------------------------------------------------- drafting
 
-def test_the_heads_read_the_hidden_state_that_predicted_the_target_s_token():
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_the_heads_read_the_hidden_state_that_predicted_the_target_s_token(width):
     """After each round of ids[:L] and the target's token at L, the drafter's guesses are the heads
-    on the last hidden state of a plain forward pass over the window of index L, past restarts."""
+    on the last hidden state of a plain forward pass over the window of index L, past restarts,
+    after chains and after trees."""
     target = make_sharp_model(1)
     heads = noisy_heads(target)
-    drafter, idx = MedusaDrafter(heads), prompt(B=1, T=20, seed=3)
+    drafter, idx = MedusaDrafter(heads, width), prompt(B=1, T=20, seed=3)
     text = idx
     for r in speculative_stream(target, drafter, idx, 60, Decoding(temperature=0), 3):
         text = torch.cat((text, r.tokens[None]), dim=1)  # (1, L + 1)
@@ -178,27 +180,27 @@ def test_choose_among_keeps_the_distribution_p():
     assert choose_among(torch.tensor([0.0, 1.0]), torch.tensor([1]), g) == (0, 1)  # a certain candidate stands
 
 
-@torch.no_grad()
-def test_a_tree_s_first_place_keeps_the_target_distribution(shipped):
-    """As the test of the chain: c1 ~ p(. | prompt) from the first round, then c2 chosen at the first
-    place of a tree of width 3 (head 1's top 3 on the hidden state that predicted c1) by
-    choose_among(), as tree_round() chooses; the counts against p(c1) p(c2 | c1)."""
-    target, _ = shipped
-    heads = medusa.load(medusa.DEFAULT_HEADS, target)
-    idx = torch.tensor([checkpoint.encode("\nAnd Nero ", STOI)])  # (1, 10)
-    logits, _, hidden = target(idx, hidden=True)
-    p1 = F.softmax(logits[0, -1], dim=-1)  # (V,)
-    both = torch.cat((idx.repeat(V, 1), torch.arange(V)[:, None]), dim=1)  # (V, 11)
+def test_sampling_with_a_tree_keeps_the_target_distribution():
+    """2,000 texts of three characters through speculative_stream with a tree of width 3 and depth 1
+    on the sharp tiny model: the first character from a plain round, the second from the tree's
+    walk (choose_among among head 1's top 3). The pairs against p(c1) p(c2 | c1), computed from the
+    model alone, with a chi-square test."""
+    target, draws = make_sharp_model(3), 2000
+    heads = noisy_heads(target, num_heads=2, seed=3)
+    idx = prompt(B=1, T=5, seed=7)  # (1, 5)
+    p1 = F.softmax(target(idx)[0][0, -1], dim=-1)  # (V,)
+    both = torch.cat((idx.repeat(V, 1), torch.arange(V)[:, None]), dim=1)  # (V, 6): after every first character
     p2 = F.softmax(target(both)[0][:, -1], dim=-1)  # (V, V)
-    expected = (p1[:, None] * p2).flatten().double() * DRAWS  # (V * V,)
-    candidates = heads(hidden[0, -1])[0].topk(3).indices  # (3,)
-    g = torch.Generator().manual_seed(0)
-    c1 = sampling.categorical(p1.expand(DRAWS, V), g)[:, 0]  # (N,)
-    chosen = [choose_among(p2[c], candidates, g) for c in c1.tolist()]
-    c2 = torch.tensor([token for _, token in chosen])  # (N,)
-    stood = sum(j >= 0 for j, _ in chosen) / DRAWS
-    observed = torch.bincount(c1 * V + c2, minlength=V * V).double()
-    assert 0.05 < stood < 0.95
+    expected = (p1[:, None] * p2).flatten().double() * draws  # (V * V,)
+    g, pairs, trees, stood = torch.Generator().manual_seed(0), [], 0, 0
+    for _ in range(draws):
+        rounds = list(speculative_stream(target, MedusaDrafter(heads, 3), idx, 3, Decoding(), 1, g))
+        text = torch.cat([r.tokens for r in rounds])
+        pairs.append(int(text[0]) * V + int(text[1]))
+        trees += len(rounds[1].drafted) == 3  # the second round was a tree of 3 candidates
+        stood += int(rounds[1].verdict.accepted)
+    observed = torch.bincount(torch.tensor(pairs), minlength=V * V).double()
+    assert trees == draws and 0.05 < stood / draws < 0.95  # candidates stood and fell many times
     assert chi_square_p_value(observed, expected) > 1e-3
 
 
