@@ -374,7 +374,7 @@ class MedusaDrafter:
 
     def tree_nodes(self, depth):
         """The candidates of a tree `depth` places deep; 0 for a chain."""
-        return len(tree_paths(self.width, depth)) if self.width > 1 else 0
+        return len(tree_shape(self.width, depth)[0]) if self.width > 1 else 0
 
     def reset(self, ids, target=None):
         self.target, self.guesses = target, None
